@@ -1,0 +1,51 @@
+# The verbs of the project. Every target forwards key=value arguments to Hydra:
+#   make train model=scratch trainer.max_epochs=5
+# The first call creates .venv and installs the package into it.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# A CPU build of torch installs in seconds here; set TORCH=torch (or torch==X+cu124 with
+# PIP_EXTRA_INDEX_URL) to get a CUDA build on a GPU machine.
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed-$(subst =,_,$(subst +,_,$(TORCH)))
+
+# key=value words on the command line become Hydra overrides.
+HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=%,$(MAKEOVERRIDES)),'$(v)')
+
+export SDL_VIDEODRIVER ?= dummy
+
+.PHONY: install data train sweep bench test test-all lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+data: $(STAMP)
+	$(PY) -m world_models.collect $(HYDRA_ARGS)
+
+train: $(STAMP)
+	$(PY) train.py $(HYDRA_ARGS)
+
+sweep: $(STAMP)
+	$(PY) train.py -m model=builtin,scratch seed=0,1,2 group=sweep $(HYDRA_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_env.py
+	$(PY) benchmarks/bench_train.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

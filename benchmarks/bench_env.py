@@ -1,0 +1,62 @@
+"""Env throughput: stock CarRacing-v3 vs the byte-identical FastCarRacing.
+
+`python benchmarks/bench_env.py` steps each env kind in this one process with the
+same seeded action sequence (after one reset, not timed) and prints steps/s
+side by side with the speedup.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from world_models.envs import make_env  # noqa: E402
+
+
+def action_sequence(steps: int, seed: int) -> list[np.ndarray]:
+    """Seeded brownian steering with alternating gas / coast / brake phases."""
+    rng = np.random.default_rng(seed)
+    steer, actions = 0.0, []
+    for t in range(steps):
+        steer = float(np.clip(steer + rng.normal(0.0, 0.3), -1.0, 1.0))
+        phase = (t // 40) % 3
+        gas = rng.uniform(0.5, 1.0) if phase == 0 else rng.uniform(0.0, 0.3)
+        brake = rng.uniform(0.3, 1.0) if phase == 2 else 0.0
+        actions.append(np.array([steer, gas, brake], dtype=np.float32))
+    return actions
+
+
+def bench_env(kind: str, steps: int = 400, seed: int = 0) -> float:
+    """Env steps per second for `make_env(kind)`; resets (untimed) when an episode ends."""
+    env = make_env(kind)
+    try:
+        env.reset(seed=seed)
+        actions = action_sequence(steps, seed)
+        elapsed = 0.0
+        for action in actions:
+            t0 = time.perf_counter()
+            _, _, terminated, truncated, _ = env.step(action)
+            elapsed += time.perf_counter() - t0
+            if terminated or truncated:
+                env.reset()
+        return steps / elapsed
+    finally:
+        env.close()
+
+
+def main(steps: int = 400, seed: int = 0) -> dict[str, float]:
+    rates = {kind: bench_env(kind, steps, seed) for kind in ("stock", "fast")}
+    print(f"env steps/s over {steps} steps (seed {seed}, one process)")
+    print(f"  stock: {rates['stock']:8.1f}")
+    print(f"  fast:  {rates['fast']:8.1f}")
+    print(f"  speedup: {rates['fast'] / rates['stock']:.2f}x")
+    return rates
+
+
+if __name__ == "__main__":
+    main()

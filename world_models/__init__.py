@@ -1,0 +1,1 @@
+"""Recurrent world models of CarRacing: collect episodes, train, roll out, compare."""

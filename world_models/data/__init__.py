@@ -1,0 +1,1 @@
+"""Policies, collection, the on-disk episode format and the DataModule."""

@@ -1,0 +1,257 @@
+"""Record CarRacing episodes with a behaviour policy, in parallel and resumably.
+
+Episode i draws every random number from (seed, i) alone, so the bytes written
+do not depend on how many workers ran, in which order, or on which machine a
+shard was collected: shards merge by copying files into one directory.
+"""
+
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from world_models.data.episodes import episode_files, read_episode, write_episode
+from world_models.data.policies import make_policy
+from world_models.errors import UserError
+
+OBS_SIZE = 96  # CarRacing's observation is 96x96x3
+
+
+@dataclass
+class CollectSpec:
+    """Everything a worker needs to record episode i."""
+
+    dir: str
+    episode_steps: int = 300
+    skip_frames: int = 50
+    resolution: int = 32
+    policy: dict = field(default_factory=lambda: {"name": "brownian"})
+    env: str = "fast"
+    seed: int = 0
+
+
+def episode_path(directory, index: int) -> Path:
+    return Path(directory) / f"episode_{index:05d}.npz"
+
+
+def episode_rngs(seed: int, index: int) -> tuple[int, np.random.Generator]:
+    """The env seed and the policy's generator of episode `index`, from (seed, index) alone."""
+    env_seq, policy_seq = np.random.SeedSequence([seed, index]).spawn(2)
+    return int(env_seq.generate_state(1)[0]), np.random.default_rng(policy_seq)
+
+
+def downsample(frame: np.ndarray, resolution: int) -> np.ndarray:
+    """Area-average a [96, 96, 3] uint8 frame to [resolution, resolution, 3] uint8."""
+    k = OBS_SIZE // resolution
+    blocks = frame.reshape(resolution, k, resolution, k, 3).astype(np.float32)
+    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
+def record_episode(env, spec: CollectSpec, index: int) -> dict:
+    """Drive one episode and return its arrays (frames downsampled, zoom skipped)."""
+    env_seed, rng = episode_rngs(spec.seed, index)
+    policy = make_policy(spec.policy, rng)
+    obs, _ = env.reset(seed=env_seed)
+    frames, actions, rewards = [], [], []
+    # The camera zooms in over the first second (50 frames) of every episode;
+    # those frames show an animation, not driving, so they are not recorded.
+    for t in range(spec.skip_frames + spec.episode_steps):
+        action = policy()
+        recording = t >= spec.skip_frames
+        if recording:
+            frames.append(downsample(obs, spec.resolution))
+            actions.append(action)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        if recording:
+            rewards.append(reward)
+        if terminated or truncated:
+            break
+    frames.append(downsample(obs, spec.resolution))
+    if not actions:
+        raise RuntimeError(f"episode {index} ended during the {spec.skip_frames} skipped frames")
+    return {
+        "frames": np.stack(frames),  # [T+1, H, W, 3]
+        "actions": np.stack(actions),  # [T, 3]
+        "rewards": np.asarray(rewards, dtype=np.float32),  # [T]
+        "env_steps": t + 1,
+    }
+
+
+_worker_env = None
+
+
+def _init_worker(env_kind: str) -> None:
+    global _worker_env
+    from world_models.envs import make_env
+
+    _worker_env = make_env(env_kind)
+
+
+def _collect_one(args) -> tuple[int, int]:
+    spec, index = args
+    episode = record_episode(_worker_env, spec, index)
+    env_steps = episode.pop("env_steps")
+    write_episode(episode_path(spec.dir, index), **episode, seed=np.array([spec.seed, index]))
+    return index, env_steps
+
+
+def check_spec(spec: CollectSpec) -> None:
+    if spec.resolution <= 0 or OBS_SIZE % spec.resolution:
+        raise UserError(
+            f"data.resolution: expected a divisor of {OBS_SIZE} (e.g. 32, 48, 96), "
+            f"got {spec.resolution}"
+        )
+    if spec.episode_steps < 1:
+        raise UserError(f"data.episode_steps: expected >= 1, got {spec.episode_steps}")
+    if spec.skip_frames < 0:
+        raise UserError(f"data.skip_frames: expected >= 0, got {spec.skip_frames}")
+    if spec.env not in ("fast", "stock"):
+        raise UserError(f"collect.env: expected one of 'fast', 'stock', got '{spec.env}'")
+    make_policy(spec.policy, np.random.default_rng(0))  # fail early on a bad policy
+
+
+def collect(
+    spec: CollectSpec,
+    num_episodes: int,
+    workers: int | None = None,
+    shard: int = 0,
+    num_shards: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Record the missing episodes of `spec.dir` that belong to this shard.
+
+    Finished episodes are skipped, so running again after an interruption
+    completes the dataset. Returns {'recorded', 'skipped', 'env_steps', 'seconds'}.
+    """
+    check_spec(spec)
+    if num_episodes < 1:
+        raise UserError(f"data.num_episodes: expected >= 1, got {num_episodes}")
+    if not 0 <= shard < num_shards:
+        raise UserError(f"collect.shard: expected 0 <= shard < num_shards={num_shards}, got {shard}")
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers < 1:
+        raise UserError(f"collect.workers: expected >= 1, got {workers}")
+
+    directory = Path(spec.dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    _check_existing_resolution(directory, spec.resolution)
+    _remove_stale_temporaries(directory)
+    mine = [i for i in range(num_episodes) if i % num_shards == shard]
+    todo = [i for i in mine if not episode_path(directory, i).exists()]
+
+    start, env_steps = time.perf_counter(), 0
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="episode",
+               desc=f"collect {directory}", disable=not progress)
+    tasks = [(spec, i) for i in todo]
+    workers = min(workers, max(len(todo), 1))
+    if workers == 1:
+        _init_worker(spec.env)
+        results = map(_collect_one, tasks)
+        pool = None
+    else:
+        # spawn, not fork: the parent may hold torch threads or a pygame display.
+        pool = mp.get_context("spawn").Pool(workers, _init_worker, (spec.env,))
+        results = pool.imap_unordered(_collect_one, tasks)
+    try:
+        for _, steps in results:
+            env_steps += steps
+            bar.update(1)
+            bar.set_postfix(steps_per_s=f"{env_steps / (time.perf_counter() - start):.0f}")
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    seconds = time.perf_counter() - start
+    return {"recorded": len(todo), "skipped": len(mine) - len(todo),
+            "env_steps": env_steps, "seconds": seconds}
+
+
+def _check_existing_resolution(directory: Path, resolution: int) -> None:
+    """Refuse to mix resolutions in one directory, which would make it unreadable."""
+    files = episode_files(directory)
+    if files:
+        shape = read_episode(files[0]).frames.shape[1:3]
+        if shape != (resolution, resolution):
+            raise UserError(
+                f"data.dir: '{directory}' holds {shape[0]}x{shape[1]} episodes but "
+                f"data.resolution={resolution}; choose another data.dir"
+            )
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Delete temporary files left by an interrupted collection whose process is gone."""
+    for tmp in directory.glob(".episode_*.tmp"):
+        pid = int(tmp.name.split(".")[-2]) if tmp.name.split(".")[-2].isdigit() else None
+        try:
+            if pid is not None:
+                os.kill(pid, 0)  # still running: another collector owns this file
+                continue
+        except ProcessLookupError:
+            pass
+        tmp.unlink(missing_ok=True)
+
+
+def dataset_card(directory, **settings) -> dict:
+    """Summarise a dataset: size and how much moves between frames; store it as card.json."""
+    episodes = [read_episode(f) for f in episode_files(directory)]
+    sq_err, unchanged, steps = 0.0, 0, 0
+    for ep in episodes:
+        frames = ep.frames.astype(np.float32) / 255.0
+        diff = frames[1:] - frames[:-1]  # [T, H, W, 3]
+        sq_err += float((diff**2).mean(axis=(1, 2, 3)).sum())
+        unchanged += int((np.abs(diff).reshape(len(diff), -1).max(axis=1) == 0).sum())
+        steps += ep.steps
+    card = {
+        "episodes": len(episodes),
+        "steps": steps,
+        "mean_episode_steps": steps / max(len(episodes), 1),
+        "copy_last_frame_mse": sq_err / max(steps, 1),
+        "unchanged_fraction": unchanged / max(steps, 1),
+        **settings,
+    }
+    (Path(directory) / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def format_card(card: dict) -> str:
+    return (
+        f"dataset: {card['episodes']} episodes, {card['steps']} steps "
+        f"({card['mean_episode_steps']:.0f} per episode); copy-last-frame MSE "
+        f"{card['copy_last_frame_mse']:.3g}; frame unchanged on "
+        f"{100 * card['unchanged_fraction']:.1f}% of steps"
+    )
+
+
+def spec_from_config(cfg) -> CollectSpec:
+    """Build a CollectSpec from the composed Hydra config (data, policy, collect, seed)."""
+    from omegaconf import OmegaConf
+
+    return CollectSpec(
+        dir=str(cfg.data.dir),
+        episode_steps=int(cfg.data.episode_steps),
+        skip_frames=int(cfg.data.skip_frames),
+        resolution=int(cfg.data.resolution),
+        policy=OmegaConf.to_container(cfg.policy, resolve=True),
+        env=str(cfg.collect.env),
+        seed=int(cfg.data.seed),
+    )
+
+
+def collect_from_config(cfg, progress: bool = True) -> dict:
+    """Collect what `cfg` asks for, print and store the dataset card; return the card."""
+    spec = spec_from_config(cfg)
+    stats = collect(spec, int(cfg.data.num_episodes), cfg.collect.workers,
+                    int(cfg.collect.shard), int(cfg.collect.num_shards), progress)
+    settings = {k: v for k, v in asdict(spec).items() if k != "dir"}
+    card = dataset_card(spec.dir, **settings)
+    rate = stats["env_steps"] / stats["seconds"] if stats["seconds"] else 0.0
+    print(f"collected {stats['recorded']} episodes ({stats['skipped']} already there) in "
+          f"{stats['seconds']:.1f}s, {rate:.0f} env steps/s, into {spec.dir}")
+    print(format_card(card))
+    return card

@@ -1,0 +1,197 @@
+"""Episodes on disk -> windows of `seq_len` frames with their actions, as batches."""
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from world_models.data.episodes import Episode, episode_files, load_dataset
+from world_models.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+def split_episodes(count: int, fractions, seed: int) -> dict[str, list[int]]:
+    """Assign episode indices to train/val/test by a seeded shuffle.
+
+    Splitting by episode keeps the test set's tracks out of training; each
+    non-zero fraction gets at least one episode.
+    """
+    fractions = [float(f) for f in fractions]
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+        raise UserError(f"data.split: expected three fractions >= 0 summing to 1, got {fractions}")
+    order = np.random.default_rng(seed).permutation(count).tolist()
+    n_val = max(round(fractions[1] * count), int(fractions[1] > 0))
+    n_test = max(round(fractions[2] * count), int(fractions[2] > 0))
+    n_train = count - n_val - n_test
+    if n_train < 1 and fractions[0] > 0:
+        raise UserError(
+            f"data.split: {count} episodes cannot fill train/val/test {fractions}; "
+            f"collect more (data.num_episodes) or change data.split"
+        )
+    return {
+        "train": sorted(order[:n_train]),
+        "val": sorted(order[n_train : n_train + n_val]),
+        "test": sorted(order[n_train + n_val :]),
+    }
+
+
+class WindowDataset(Dataset):
+    """Windows frames[s:s+L], actions[s:s+L] of each episode, starts s = 0, stride, ...
+
+    A tail shorter than a window is dropped rather than zero-padded: padding
+    would teach the model to predict black frames. Frames stay uint8 in memory.
+    """
+
+    def __init__(self, episodes: list[Episode], seq_len: int, stride: int):
+        self.seq_len = seq_len
+        self.frames = [torch.from_numpy(ep.frames) for ep in episodes]  # [T+1, H, W, 3] uint8
+        self.actions = [torch.from_numpy(ep.actions) for ep in episodes]  # [T, 3]
+        self.index = [
+            (e, start)
+            for e, ep in enumerate(episodes)
+            for start in range(0, ep.steps - seq_len + 1, stride)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        e, start = self.index[i]
+        stop = start + self.seq_len
+        return {
+            "frames": to_float_frames(self.frames[e][start:stop]),  # [L, 3, H, W]
+            "actions": self.actions[e][start:stop],  # [L, 3]
+        }
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A shuffle drawn from (seed, epoch) alone, so a resumed run sees the same order.
+
+    Lightning calls set_epoch at the start of each epoch (and under DDP swaps in
+    a DistributedSampler, which shuffles the same way).
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def to_float_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [0, 1]."""
+    return frames.movedim(-1, -3).float().div_(255.0)
+
+
+class CarRacingDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        dir: str,
+        seq_len: int = 10,
+        stride: int | None = None,
+        batch_size: int = 16,
+        split=(0.8, 0.1, 0.1),
+        seed: int = 0,
+        num_workers: int = 0,
+        collect: bool = True,
+        collect_config=None,
+    ):
+        super().__init__()
+        if seq_len < 2:
+            raise UserError(f"data.seq_len: expected >= 2 (a frame and its successor), got {seq_len}")
+        stride = seq_len if stride is None else stride
+        if stride < 1:
+            raise UserError(f"data.stride: expected >= 1, got {stride}")
+        if batch_size < 1:
+            raise UserError(f"data.batch_size: expected >= 1, got {batch_size}")
+        self.dir = Path(dir)
+        self.seq_len, self.stride, self.batch_size = seq_len, stride, batch_size
+        self.split, self.seed, self.num_workers = split, seed, num_workers
+        self.collect, self.collect_config = collect, collect_config
+        self.episodes: dict[str, list[Episode]] = {}
+        self.datasets: dict[str, WindowDataset] = {}
+
+    @classmethod
+    def from_config(cls, cfg) -> "CarRacingDataModule":
+        """Build from the composed config; `cfg.data`, `cfg.policy` and `cfg.collect` are read."""
+        d = cfg.data
+        return cls(dir=d.dir, seq_len=d.seq_len, stride=d.stride, batch_size=d.batch_size,
+                   split=list(d.split), seed=d.seed, num_workers=d.num_workers,
+                   collect=d.collect, collect_config=cfg)
+
+    def prepare_data(self) -> None:
+        """Collect the dataset on first use, so the main command works on a fresh clone."""
+        if self.dir.is_dir() and episode_files(self.dir):
+            return
+        if not self.collect or self.collect_config is None:
+            where = "does not exist" if not self.dir.exists() else "holds no episode files (*.npz)"
+            raise UserError(f"data.dir: '{self.dir}' {where} and data.collect=false")
+        from world_models.data.collection import collect_from_config
+
+        collect_from_config(self.collect_config)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        episodes = load_dataset(self.dir)
+        parts = split_episodes(len(episodes), self.split, self.seed)
+        for name in SPLITS:
+            self.episodes[name] = [episodes[i] for i in parts[name]]
+            self.datasets[name] = WindowDataset(self.episodes[name], self.seq_len, self.stride)
+            if self.episodes[name] and not len(self.datasets[name]):
+                longest = max(ep.steps for ep in self.episodes[name])
+                raise UserError(
+                    f"data.seq_len: {self.seq_len} is longer than every {name} episode "
+                    f"(longest: {longest} steps)"
+                )
+        if not len(self.datasets["train"]):
+            raise UserError(f"data.split: the train split of '{self.dir}' is empty")
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """[3, H, W] of the frames."""
+        h, w, c = self.episodes["train"][0].frames.shape[1:]
+        return (c, h, w)
+
+    def mean_frame(self) -> torch.Tensor:
+        """The mean training frame, float [3, H, W]: the 'learns nothing' baseline."""
+        total = sum(ep.frames.astype(np.float64).sum(axis=0) for ep in self.episodes["train"])
+        count = sum(len(ep.frames) for ep in self.episodes["train"])
+        return torch.from_numpy(total / count / 255.0).float().permute(2, 0, 1)
+
+    def sequences(self, split: str = "test", min_steps: int = 1) -> list[dict[str, torch.Tensor]]:
+        """Whole episodes of a split with at least `min_steps` steps, for rollouts.
+
+        frames float [T+1, 3, H, W], actions [T, 3].
+        """
+        return [
+            {"frames": to_float_frames(torch.from_numpy(ep.frames)),
+             "actions": torch.from_numpy(ep.actions), "name": ep.name}
+            for ep in self.episodes[split]
+            if ep.steps >= min_steps
+        ]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = EpochSampler(len(dataset), self.seed) if shuffle else None
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,114 @@
+"""The on-disk dataset format: a directory of episode files `*.npz`.
+
+Each file holds
+  frames   uint8   [T+1, H, W, 3]  frames[t] is the observation on which actions[t] was taken
+  actions  float32 [T, 3]          steer in [-1, 1], gas and brake in [0, 1]
+  rewards  float32 [T]
+and may hold more keys, which readers ignore. Nothing else in the directory is
+needed to read it: files from elsewhere can be dropped in.
+"""
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from world_models.errors import UserError
+
+ACTION_LOW = np.array([-1.0, 0.0, 0.0], dtype=np.float32)
+ACTION_HIGH = np.array([1.0, 1.0, 1.0], dtype=np.float32)
+
+
+@dataclass
+class Episode:
+    frames: np.ndarray  # [T+1, H, W, 3] uint8
+    actions: np.ndarray  # [T, 3] float32
+    rewards: np.ndarray  # [T] float32
+    name: str = ""
+
+    @property
+    def steps(self) -> int:
+        return len(self.actions)
+
+
+def validate(frames, actions, rewards, source: str) -> None:
+    """Raise UserError naming `source` unless the arrays follow the format."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise UserError(
+            f"{source}: 'frames' must be uint8 [T+1, H, W, 3], "
+            f"got {frames.dtype} {list(frames.shape)}"
+        )
+    if actions.ndim != 2 or actions.shape[1] != 3 or not np.issubdtype(actions.dtype, np.floating):
+        raise UserError(
+            f"{source}: 'actions' must be float [T, 3], got {actions.dtype} {list(actions.shape)}"
+        )
+    if rewards.ndim != 1 or not np.issubdtype(rewards.dtype, np.number):
+        raise UserError(f"{source}: 'rewards' must be a number array [T], got {list(rewards.shape)}")
+    steps = len(actions)
+    if steps < 1:
+        raise UserError(f"{source}: episode has no steps")
+    if len(frames) != steps + 1 or len(rewards) != steps:
+        raise UserError(
+            f"{source}: inconsistent lengths: {len(frames)} frames, {steps} actions, "
+            f"{len(rewards)} rewards (expected T+1 frames for T actions and T rewards)"
+        )
+    if not np.isfinite(actions).all():
+        raise UserError(f"{source}: 'actions' holds non-finite values")
+    if not np.isfinite(rewards).all():
+        raise UserError(f"{source}: 'rewards' holds non-finite values")
+
+
+def write_episode(path, frames, actions, rewards, **extra) -> Path:
+    """Write one episode atomically: a reader never sees a partial file."""
+    path = Path(path)
+    frames = np.asarray(frames)
+    actions = np.asarray(actions, dtype=np.float32)
+    rewards = np.asarray(rewards, dtype=np.float32)
+    validate(frames, actions, rewards, str(path))
+    # The temporary name does not end in .npz, so an interrupted write is never
+    # listed as an episode; os.replace is atomic on one filesystem.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, frames=frames, actions=actions, rewards=rewards, **extra)
+    os.replace(tmp, path)
+    return path
+
+
+def read_episode(path) -> Episode:
+    """Read and validate one episode file; bad files raise UserError naming the file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = {"frames", "actions", "rewards"} - set(npz.files)
+            if missing:
+                raise UserError(f"{path}: missing keys {sorted(missing)} (see the dataset format)")
+            frames, actions, rewards = npz["frames"], npz["actions"], npz["rewards"]
+    except UserError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, io.UnsupportedOperation) as err:
+        raise UserError(f"{path}: not a readable .npz episode file ({err})") from None
+    validate(frames, actions, rewards, str(path))
+    return Episode(frames, actions.astype(np.float32), rewards.astype(np.float32), path.stem)
+
+
+def episode_files(directory) -> list[Path]:
+    """Episode files of a dataset directory, in a stable order."""
+    return sorted(Path(directory).glob("*.npz"))
+
+
+def load_dataset(directory) -> list[Episode]:
+    """Read every episode of a directory; raise UserError if there are none."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"data.dir: directory '{directory}' does not exist")
+    files = episode_files(directory)
+    if not files:
+        raise UserError(f"data.dir: no episode files (*.npz) in '{directory}'")
+    episodes = [read_episode(f) for f in files]
+    shapes = {e.frames.shape[1:] for e in episodes}
+    if len(shapes) > 1:
+        raise UserError(f"data.dir: episodes in '{directory}' have different frame shapes {shapes}")
+    return episodes

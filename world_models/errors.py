@@ -1,0 +1,26 @@
+"""The one exception type that means "the user asked for something we cannot do".
+
+Entry points catch it and print a single line; anything else is a bug in the
+project and keeps its traceback.
+"""
+
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A mistake in the user's input: a config key, a file, a directory."""
+
+
+def exit_on_user_error(fn):
+    """Turn a UserError raised by `fn` into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return wrapper

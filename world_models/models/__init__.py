@@ -1,0 +1,1 @@
+"""Model components: recurrent cores, world models and their building blocks."""

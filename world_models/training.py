@@ -1,0 +1,156 @@
+"""Build every object from the composed config, fit, test, and write results.json."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from world_models.data.datamodule import CarRacingDataModule
+from world_models.errors import UserError
+from world_models.metrics import window_baselines
+from world_models.models.world_model import WorldModel
+
+
+class Throughput(Callback):
+    """Predicted frames per second of training-step time (no validation, no data loading)."""
+
+    def __init__(self):
+        self.frames, self.seconds, self._start = 0, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seconds += time.perf_counter() - self._start
+        frames = batch["frames"]  # [B, L, 3, H, W]
+        self.frames += frames.shape[0] * (frames.shape[1] - 1)
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def wandb_has_key() -> bool:
+    netrc = Path.home() / ".netrc"
+    return bool(os.environ.get("WANDB_API_KEY")) or (
+        netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    )
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for name, conf in (cfg.get("logger") or {}).items():
+        conf = OmegaConf.to_container(conf, resolve=True)
+        if conf["_target_"].endswith("WandbLogger") and conf.get("offline") is None:
+            # No network and no key: log offline; `wandb sync` uploads the run later.
+            conf["offline"] = not wandb_has_key()
+        loggers.append(hydra.utils.instantiate(conf))
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    return [hydra.utils.instantiate(conf) for conf in (cfg.get("callbacks") or {}).values()]
+
+
+def check_checkpoint(path, model: WorldModel) -> None:
+    """Refuse a checkpoint that is missing, unreadable or shaped for another config."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ckpt_path: '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as err:  # any unreadable file is the user's to fix
+        raise UserError(f"ckpt_path: '{path}' is not a readable checkpoint ({err})") from None
+    own = model.state_dict()
+    for key, tensor in own.items():
+        if key not in state or state[key].shape != tensor.shape:
+            got = list(state[key].shape) if key in state else "nothing"
+            raise UserError(
+                f"ckpt_path: '{path}' does not fit the config: {key} is {got} in the "
+                f"checkpoint, {list(tensor.shape)} in the model (other model.* or data.resolution?)"
+            )
+
+
+def check_config(cfg: DictConfig) -> None:
+    if int(cfg.trainer.max_epochs) < 1:
+        raise UserError(f"trainer.max_epochs: expected >= 1, got {cfg.trainer.max_epochs}")
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit and test one model as `cfg` says; return (and write) its results."""
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out_dir = Path(cfg.paths.output_dir)
+
+    datamodule = CarRacingDataModule.from_config(cfg)
+    # Collect and split here, in the launching process, before DDP starts workers.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = WorldModel(**cfg.model, frame_shape=datamodule.frame_shape,
+                       protocol=cfg.train.protocol)
+    if cfg.ckpt_path:
+        check_checkpoint(cfg.ckpt_path, model)
+
+    throughput = Throughput()
+    callbacks = [*build_callbacks(cfg), throughput]
+    loggers = build_loggers(cfg)
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        started = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        fit_seconds = time.perf_counter() - started
+        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+        best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+        tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None,
+                              verbose=False)
+    finally:
+        if any(isinstance(lg, WandbLogger) for lg in loggers):
+            import wandb
+
+            wandb.finish()  # so every job of a multirun is its own W&B run
+    if not trainer.is_global_zero:
+        return {}
+
+    baselines = window_baselines(datamodule.test_dataloader(), datamodule.mean_frame())
+    test_mse = float(tested[0]["test/loss"])
+    results = {
+        "test_mse": test_mse,
+        "best_val_mse": float(checkpoint.best_model_score) if best else None,
+        "baselines": baselines,
+        "ratio_to_copy_last": test_mse / baselines["copy_last"] if baselines["copy_last"] else None,
+        "core": cfg.model.core,
+        "protocol": cfg.train.protocol,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": trainer.current_epoch,
+        "train_frames_per_s": throughput.frames_per_s,
+        "fit_seconds": fit_seconds,
+        "seed": cfg.seed,
+        "checkpoint": best,
+        "data_dir": str(cfg.data.dir),
+    }
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(format_results(results))
+    print(f"results: {out_dir / 'results.json'}  checkpoints: {out_dir / 'checkpoints'}  "
+          f"logs: {out_dir}")
+    return results
+
+
+def format_results(r: dict) -> str:
+    b = r["baselines"]
+    best_val = "n/a" if r["best_val_mse"] is None else f"{r['best_val_mse']:.3g}"
+    verdict = "beats" if r["test_mse"] < b["copy_last"] else "does NOT beat"
+    return (
+        f"{r['core']} ({r['protocol']}, {r['parameters']:,} parameters, {r['epochs']} epochs, "
+        f"{r['train_frames_per_s']:.0f} frames/s): test MSE {r['test_mse']:.3g}, "
+        f"best val MSE {best_val}"
+        f"\nbaselines on the same test windows: copy last frame {b['copy_last']:.3g}, "
+        f"mean training frame {b['mean_frame']:.3g}; the model {verdict} copying the last frame "
+        f"({r['ratio_to_copy_last']:.2f}x)"
+    )
