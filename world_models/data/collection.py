@@ -132,7 +132,9 @@ def collect(
     if num_episodes < 1:
         raise UserError(f"data.num_episodes: expected >= 1, got {num_episodes}")
     if not 0 <= shard < num_shards:
-        raise UserError(f"collect.shard: expected 0 <= shard < num_shards={num_shards}, got {shard}")
+        raise UserError(
+            f"collect.shard: expected 0 <= shard < num_shards={num_shards}, got {shard}"
+        )
     workers = workers or len(os.sched_getaffinity(0))
     if workers < 1:
         raise UserError(f"collect.workers: expected >= 1, got {workers}")
@@ -145,8 +147,13 @@ def collect(
     todo = [i for i in mine if not episode_path(directory, i).exists()]
 
     start, env_steps = time.perf_counter(), 0
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="episode",
-               desc=f"collect {directory}", disable=not progress)
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        unit="episode",
+        desc=f"collect {directory}",
+        disable=not progress,
+    )
     tasks = [(spec, i) for i in todo]
     workers = min(workers, max(len(todo), 1))
     if workers == 1:
@@ -168,8 +175,12 @@ def collect(
             pool.terminate()
             pool.join()
     seconds = time.perf_counter() - start
-    return {"recorded": len(todo), "skipped": len(mine) - len(todo),
-            "env_steps": env_steps, "seconds": seconds}
+    return {
+        "recorded": len(todo),
+        "skipped": len(mine) - len(todo),
+        "env_steps": env_steps,
+        "seconds": seconds,
+    }
 
 
 def _check_existing_resolution(directory: Path, resolution: int) -> None:
@@ -246,12 +257,20 @@ def spec_from_config(cfg) -> CollectSpec:
 def collect_from_config(cfg, progress: bool = True) -> dict:
     """Collect what `cfg` asks for, print and store the dataset card; return the card."""
     spec = spec_from_config(cfg)
-    stats = collect(spec, int(cfg.data.num_episodes), cfg.collect.workers,
-                    int(cfg.collect.shard), int(cfg.collect.num_shards), progress)
+    stats = collect(
+        spec,
+        int(cfg.data.num_episodes),
+        cfg.collect.workers,
+        int(cfg.collect.shard),
+        int(cfg.collect.num_shards),
+        progress,
+    )
     settings = {k: v for k, v in asdict(spec).items() if k != "dir"}
     card = dataset_card(spec.dir, **settings)
     rate = stats["env_steps"] / stats["seconds"] if stats["seconds"] else 0.0
-    print(f"collected {stats['recorded']} episodes ({stats['skipped']} already there) in "
-          f"{stats['seconds']:.1f}s, {rate:.0f} env steps/s, into {spec.dir}")
+    print(
+        f"collected {stats['recorded']} episodes ({stats['skipped']} already there) in "
+        f"{stats['seconds']:.1f}s, {rate:.0f} env steps/s, into {spec.dir}"
+    )
     print(format_card(card))
     return card

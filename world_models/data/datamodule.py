@@ -108,7 +108,9 @@ class CarRacingDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if seq_len < 2:
-            raise UserError(f"data.seq_len: expected >= 2 (a frame and its successor), got {seq_len}")
+            raise UserError(
+                f"data.seq_len: expected >= 2 (a frame and its successor), got {seq_len}"
+            )
         stride = seq_len if stride is None else stride
         if stride < 1:
             raise UserError(f"data.stride: expected >= 1, got {stride}")
@@ -125,9 +127,17 @@ class CarRacingDataModule(L.LightningDataModule):
     def from_config(cls, cfg) -> "CarRacingDataModule":
         """Build from the composed config; `cfg.data`, `cfg.policy` and `cfg.collect` are read."""
         d = cfg.data
-        return cls(dir=d.dir, seq_len=d.seq_len, stride=d.stride, batch_size=d.batch_size,
-                   split=list(d.split), seed=d.seed, num_workers=d.num_workers,
-                   collect=d.collect, collect_config=cfg)
+        return cls(
+            dir=d.dir,
+            seq_len=d.seq_len,
+            stride=d.stride,
+            batch_size=d.batch_size,
+            split=list(d.split),
+            seed=d.seed,
+            num_workers=d.num_workers,
+            collect=d.collect,
+            collect_config=cfg,
+        )
 
     def prepare_data(self) -> None:
         """Collect the dataset on first use, so the main command works on a fresh clone."""
@@ -175,8 +185,11 @@ class CarRacingDataModule(L.LightningDataModule):
         frames float [T+1, 3, H, W], actions [T, 3].
         """
         return [
-            {"frames": to_float_frames(torch.from_numpy(ep.frames)),
-             "actions": torch.from_numpy(ep.actions), "name": ep.name}
+            {
+                "frames": to_float_frames(torch.from_numpy(ep.frames)),
+                "actions": torch.from_numpy(ep.actions),
+                "name": ep.name,
+            }
             for ep in self.episodes[split]
             if ep.steps >= min_steps
         ]
@@ -184,8 +197,13 @@ class CarRacingDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
         sampler = EpochSampler(len(dataset), self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -46,7 +46,9 @@ def validate(frames, actions, rewards, source: str) -> None:
             f"{source}: 'actions' must be float [T, 3], got {actions.dtype} {list(actions.shape)}"
         )
     if rewards.ndim != 1 or not np.issubdtype(rewards.dtype, np.number):
-        raise UserError(f"{source}: 'rewards' must be a number array [T], got {list(rewards.shape)}")
+        raise UserError(
+            f"{source}: 'rewards' must be a number array [T], got {list(rewards.shape)}"
+        )
     steps = len(actions)
     if steps < 1:
         raise UserError(f"{source}: episode has no steps")
@@ -71,8 +73,15 @@ def write_episode(path, frames, actions, rewards, **extra) -> Path:
     # The temporary name does not end in .npz, so an interrupted write is never
     # listed as an episode; os.replace is atomic on one filesystem.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, frames=frames, actions=actions, rewards=rewards, **extra)
+    arrays = {"frames": frames, "actions": actions, "rewards": rewards, **extra}
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, value in arrays.items():
+            # A fixed timestamp (np.savez stamps the current time) makes the file's
+            # bytes a function of its arrays alone: reruns and workers agree byte for byte.
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w") as member:
+                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
     os.replace(tmp, path)
     return path
 
@@ -86,6 +95,9 @@ def read_episode(path) -> Episode:
             if missing:
                 raise UserError(f"{path}: missing keys {sorted(missing)} (see the dataset format)")
             frames, actions, rewards = npz["frames"], npz["actions"], npz["rewards"]
+        for key, value in (("frames", frames), ("actions", actions), ("rewards", rewards)):
+            if not isinstance(value, np.ndarray):
+                raise UserError(f"{path}: '{key}' is not a numpy array")
     except UserError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, io.UnsupportedOperation) as err:

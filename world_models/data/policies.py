@@ -18,13 +18,15 @@ class BrownianPolicy:
     stretches, so the default noise is larger on steering and smaller on braking.
     """
 
-    def __init__(self, rng: np.random.Generator, sigma=(0.2, 0.1, 0.05), start=(0.0, 0.3, 0.0)):
+    def __init__(self, rng: np.random.Generator, sigma=(0.2, 0.1, 0.01), start=(0.0, 0.5, 0.0)):
         self.rng = rng
         self.sigma = np.asarray(sigma, dtype=np.float64)
         self.action = np.asarray(start, dtype=np.float64)
 
     def __call__(self) -> np.ndarray:
-        self.action = np.clip(self.action + self.rng.normal(0.0, self.sigma), ACTION_LOW, ACTION_HIGH)
+        self.action = np.clip(
+            self.action + self.rng.normal(0.0, self.sigma), ACTION_LOW, ACTION_HIGH
+        )
         return self.action.astype(np.float32)
 
 

@@ -13,7 +13,11 @@ the pixels:
   `_draw_colored_polygon`, which recomputes their exact coordinates and applies
   the exact stock visibility test, so exactly the same polygons are drawn;
 * static geometry (grass patches, road vertices) is built once, not per frame;
-* the canvases and the font are created once and reused.
+* when the background square provably covers the whole screen (the usual case)
+  it is painted with one `fill` of the colour gfxdraw itself maps, instead of
+  scan-filling a ~10000 px polygon whose rows are mostly off-screen;
+* the canvas and the font are created once and reused (the font was re-loaded
+  from disk, and its glyph cache rebuilt, on every frame).
 """
 
 import math
@@ -25,9 +29,9 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import pygame  # noqa: E402
-from pygame import gfxdraw  # noqa: E402
 from gymnasium.envs.box2d import car_racing as _cr  # noqa: E402
 from gymnasium.envs.box2d.car_racing import CarRacing  # noqa: E402
+from pygame import gfxdraw  # noqa: E402
 
 W, H = _cr.WINDOW_W, _cr.WINDOW_H
 # Stock visibility box, widened by a 1 px margin: numpy's cos/sin rotation may
@@ -42,8 +46,12 @@ _G = _cr.GRASS_DIM
 # Grass patches never change: the same vertices (same expressions, same order)
 # as stock `_render_road` builds on every frame, built once here.
 _GRASS = [
-    [(_G * x + _G, _G * y + 0), (_G * x + 0, _G * y + 0),
-     (_G * x + 0, _G * y + _G), (_G * x + _G, _G * y + _G)]
+    [
+        (_G * x + _G, _G * y + 0),
+        (_G * x + 0, _G * y + 0),
+        (_G * x + 0, _G * y + _G),
+        (_G * x + _G, _G * y + _G),
+    ]
     for x in range(-20, 20, 2)
     for y in range(-20, 20, 2)
 ]
@@ -146,7 +154,7 @@ class FastCarRacing(CarRacing):
         trans = (W / 2 + trans[0], H / 4 + trans[1])
 
         self._render_road(zoom, trans, angle)
-        self.car.draw(self.surf, zoom, trans, angle, mode not in ["state_pixels_list", "state_pixels"])
+        self.car.draw(self.surf, zoom, trans, angle, mode != "state_pixels")  # particles
         self.surf = pygame.transform.flip(self.surf, False, True)
         self._render_indicators(W, H)
         # The font is deterministic: rendering with a cached Font object gives

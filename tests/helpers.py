@@ -1,0 +1,52 @@
+"""Small builders shared by the tests (real files, no mocks)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from world_models.data.episodes import write_episode
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args, timeout=600, **env):
+    """Run a project command line as a user would; return the CompletedProcess."""
+    full_env = {
+        **os.environ,
+        "SDL_VIDEODRIVER": "dummy",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "HYDRA_FULL_ERROR": "0",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def counting_episode(steps: int, size: int = 4, offset: int = 0) -> dict:
+    """An episode whose frame t is filled with (offset + t) % 256 and action t is [t, t, t]."""
+    values = (offset + np.arange(steps + 1)) % 256
+    frames = np.broadcast_to(values[:, None, None, None], (steps + 1, size, size, 3))
+    actions = np.repeat(np.arange(steps, dtype=np.float32)[:, None], 3, axis=1)
+    return {
+        "frames": frames.astype(np.uint8),
+        "actions": actions,
+        "rewards": np.zeros(steps, np.float32),
+    }
+
+
+def write_counting_dataset(directory, lengths, size: int = 4) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, steps in enumerate(lengths):
+        write_episode(directory / f"episode_{i:05d}.npz", **counting_episode(steps, size, 10 * i))
+    return directory

@@ -1,0 +1,151 @@
+"""Collection with the real simulator: contents, reproducibility, shards, resume, bad input."""
+
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import ROOT, run
+from world_models.data.collection import CollectSpec, collect, dataset_card, downsample
+from world_models.data.episodes import episode_files, read_episode, write_episode
+from world_models.errors import UserError
+
+TINY = ["data=tiny", "collect.workers=1"]
+
+
+def spec(directory, **kw) -> CollectSpec:
+    return CollectSpec(dir=str(directory), episode_steps=12, skip_frames=5, **kw)
+
+
+def same_files(a, b) -> bool:
+    names_a = [p.name for p in episode_files(a)]
+    names_b = [p.name for p in episode_files(b)]
+    return names_a == names_b and all(filecmp.cmp(a / n, b / n, shallow=False) for n in names_a)
+
+
+def test_downsample_averages_blocks():
+    frame = np.zeros((96, 96, 3), np.uint8)
+    frame[:3, :3] = [90, 30, 3]  # one 3x3 block
+    frame[3:6, 0] = 255  # a third of the next block
+    small = downsample(frame, 32)
+    assert small.shape == (32, 32, 3) and small.dtype == np.uint8
+    assert small[0, 0].tolist() == [90, 30, 3]
+    assert small[1, 0].tolist() == [85, 85, 85]
+
+
+def test_cli_collects_tiny_dataset_with_card(tmp_path):
+    out = tmp_path / "tiny"
+    result = run(["-m", "world_models.collect", *TINY, f"data.dir={out}"])
+    assert result.returncode == 0, result.stderr
+    files = episode_files(out)
+    assert len(files) == 5
+    for f in files:
+        ep = read_episode(f)
+        assert ep.frames.shape == (31, 32, 32, 3) and ep.frames.dtype == np.uint8
+        assert ep.actions.shape == (30, 3)
+        assert (ep.actions[:, 0] >= -1).all() and (ep.actions[:, 1:] >= 0).all()
+        assert (ep.actions <= 1).all()
+        assert ep.frames.std() > 10  # real pictures, not blank frames
+    card = json.loads((out / "card.json").read_text())
+    assert card["episodes"] == 5 and card["steps"] == 150 and card["copy_last_frame_mse"] > 0
+    assert "dataset: 5 episodes, 150 steps" in result.stdout
+
+
+def test_bytes_do_not_depend_on_workers_or_shards(tmp_path):
+    one, two, merged = tmp_path / "one", tmp_path / "two", tmp_path / "merged"
+    collect(spec(one), num_episodes=4, workers=1, progress=False)
+    collect(spec(two), num_episodes=4, workers=2, progress=False)
+    assert same_files(one, two)
+    merged.mkdir()
+    for shard in (0, 1):  # two "machines", merged by copying files
+        part = tmp_path / f"shard{shard}"
+        collect(spec(part), num_episodes=4, workers=1, shard=shard, num_shards=2, progress=False)
+        assert len(episode_files(part)) == 2
+        for f in episode_files(part):
+            shutil.copy(f, merged / f.name)
+    assert same_files(one, merged)
+
+
+def test_seed_changes_the_data(tmp_path):
+    collect(spec(tmp_path / "a"), num_episodes=1, workers=1, progress=False)
+    collect(spec(tmp_path / "b", seed=1), num_episodes=1, workers=1, progress=False)
+    a = read_episode(episode_files(tmp_path / "a")[0])
+    b = read_episode(episode_files(tmp_path / "b")[0])
+    assert not np.array_equal(a.actions, b.actions)
+
+
+def test_interrupted_collection_resumes_to_the_same_dataset(tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=6", "collect.workers=1"]
+    assert run([*args, f"data.dir={full}"]).returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, *args, f"data.dir={resumed}"],
+        cwd=ROOT,
+        env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(episode_files(resumed)) < 2:
+        time.sleep(0.05)
+    proc.kill()  # as hard an interruption as there is: no cleanup runs
+    proc.wait()
+    done = episode_files(resumed)
+    assert 2 <= len(done) < 6, "the collection was not interrupted midway"
+    for f in done:  # whatever a reader lists is complete
+        read_episode(f)
+    before = {f.name: f.stat().st_mtime_ns for f in done}
+    result = run([*args, f"data.dir={resumed}"])
+    assert result.returncode == 0, result.stderr
+    assert f"({len(done)} already there)" in result.stdout
+    assert {f.name: f.stat().st_mtime_ns for f in done} == before  # finished files untouched
+    assert same_files(full, resumed)
+    assert not list(resumed.glob(".*.tmp"))
+
+
+def test_stock_and_fast_env_write_identical_episodes(tmp_path):
+    collect(spec(tmp_path / "fast"), num_episodes=1, workers=1, progress=False)
+    collect(spec(tmp_path / "stock", env="stock"), num_episodes=1, workers=1, progress=False)
+    assert same_files(tmp_path / "fast", tmp_path / "stock")
+
+
+def test_card_counts_motion(tmp_path):
+    frames = np.zeros((4, 2, 2, 3), np.uint8)
+    frames[2:] = 255  # one change of 1.0 on every pixel, two unchanged steps
+    write_episode(tmp_path / "e.npz", frames, np.zeros((3, 3)), np.zeros(3))
+    card = dataset_card(tmp_path)
+    assert card["steps"] == 3
+    assert card["copy_last_frame_mse"] == pytest.approx(1 / 3)
+    assert card["unchanged_fraction"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("policy=nope", "Could not find 'policy/nope'"),
+        ("policy.name=nope", "policy.name: unknown policy 'nope'; available: brownian, uniform"),
+        ("data.resolution=40", "data.resolution: expected a divisor of 96"),
+        ("collect.env=nope", "collect.env: expected one of 'fast', 'stock'"),
+        ("collect.shard=2", "collect.shard: expected 0 <= shard < num_shards=1"),
+        ("data.num_episodes=0", "data.num_episodes: expected >= 1"),
+    ],
+)
+def test_bad_collect_settings_exit_with_one_line(tmp_path, override, message):
+    result = run(["-m", "world_models.collect", *TINY, f"data.dir={tmp_path / 'd'}", override])
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_other_resolution_in_the_same_directory_is_refused_untouched(tmp_path):
+    collect(spec(tmp_path), num_episodes=1, workers=1, progress=False)
+    before = {f.name: f.read_bytes() for f in episode_files(tmp_path)}
+    with pytest.raises(UserError, match="holds 32x32 episodes but data.resolution=48"):
+        collect(spec(tmp_path, resolution=48), num_episodes=2, workers=1, progress=False)
+    assert {f.name: f.read_bytes() for f in episode_files(tmp_path)} == before
