@@ -1,12 +1,14 @@
-"""Env throughput: stock CarRacing-v3 vs the byte-identical FastCarRacing.
+"""Env throughput: stock CarRacing-v3 vs the byte-identical FastCarRacing, 1 vs 2 workers.
 
 `python benchmarks/bench_env.py` steps each env kind in this one process with the
 same seeded action sequence (after one reset, not timed) and prints steps/s
-side by side with the speedup.
+side by side with the speedup; then it collects the same episodes with 1 and
+with 2 worker processes (start-up included) and prints both rates.
 """
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from world_models.data.collection import CollectSpec, collect  # noqa: E402
 from world_models.envs import make_env  # noqa: E402
 
 
@@ -49,12 +52,26 @@ def bench_env(kind: str, steps: int = 400, seed: int = 0) -> float:
         env.close()
 
 
+def bench_workers(workers: int, episodes: int = 8, steps: int = 300) -> float:
+    """Env steps per second of a real collection (fast env), process start-up included."""
+    with tempfile.TemporaryDirectory() as directory:
+        spec = CollectSpec(dir=directory, episode_steps=steps)
+        stats = collect(spec, episodes, workers=workers, progress=False)
+    return stats["env_steps"] / stats["seconds"]
+
+
 def main(steps: int = 400, seed: int = 0) -> dict[str, float]:
     rates = {kind: bench_env(kind, steps, seed) for kind in ("stock", "fast")}
     print(f"env steps/s over {steps} steps (seed {seed}, one process)")
     print(f"  stock: {rates['stock']:8.1f}")
     print(f"  fast:  {rates['fast']:8.1f}")
     print(f"  speedup: {rates['fast'] / rates['stock']:.2f}x")
+    for workers in (1, 2):
+        rates[f"workers={workers}"] = bench_workers(workers)
+    print(f"collection env steps/s (fast env, 8 episodes x 350 steps, {os.cpu_count()} cores)")
+    print(f"  1 worker:  {rates['workers=1']:8.1f}")
+    print(f"  2 workers: {rates['workers=2']:8.1f}")
+    print(f"  scaling: {rates['workers=2'] / rates['workers=1']:.2f}x")
     return rates
 
 
