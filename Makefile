@@ -15,14 +15,14 @@ HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=%,$(MAKEOVERRIDES)),
 
 export SDL_VIDEODRIVER ?= dummy
 
-.PHONY: install data train sweep bench test test-all lint clean
+.PHONY: install data train evaluate sweep bench test test-all lint clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install -qq "$(TORCH)"
+	$(PY) -m pip install -qq -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 data: $(STAMP)
@@ -30,6 +30,9 @@ data: $(STAMP)
 
 train: $(STAMP)
 	$(PY) train.py $(HYDRA_ARGS)
+
+evaluate: $(STAMP)
+	$(PY) evaluate.py ckpt=$(CKPT) $(HYDRA_ARGS)
 
 sweep: $(STAMP)
 	$(PY) train.py -m model=builtin,scratch seed=0,1,2 group=sweep $(HYDRA_ARGS)

@@ -15,23 +15,10 @@ from pathlib import Path
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 
 from world_models.data.collection import CollectSpec, collect  # noqa: E402
+from world_models.data.policies import scripted_drive  # noqa: E402
 from world_models.envs import make_env  # noqa: E402
-
-
-def action_sequence(steps: int, seed: int) -> list[np.ndarray]:
-    """Seeded brownian steering with alternating gas / coast / brake phases."""
-    rng = np.random.default_rng(seed)
-    steer, actions = 0.0, []
-    for t in range(steps):
-        steer = float(np.clip(steer + rng.normal(0.0, 0.3), -1.0, 1.0))
-        phase = (t // 40) % 3
-        gas = rng.uniform(0.5, 1.0) if phase == 0 else rng.uniform(0.0, 0.3)
-        brake = rng.uniform(0.3, 1.0) if phase == 2 else 0.0
-        actions.append(np.array([steer, gas, brake], dtype=np.float32))
-    return actions
 
 
 def bench_env(kind: str, steps: int = 400, seed: int = 0) -> float:
@@ -39,7 +26,7 @@ def bench_env(kind: str, steps: int = 400, seed: int = 0) -> float:
     env = make_env(kind)
     try:
         env.reset(seed=seed)
-        actions = action_sequence(steps, seed)
+        actions = scripted_drive(steps, seed)
         elapsed = 0.0
         for action in actions:
             t0 = time.perf_counter()

@@ -10,13 +10,20 @@ memory, so only the model and the training loop are timed (no disk, no decoding)
       same builtin model and batches.
 
 Throughput is predicted frames per second: batch * (seq_len - 1) per optimizer step. The
-Lightning time is one epoch, from on_train_epoch_start to on_train_epoch_end: per-step loop
-overhead is included, the one-time Trainer/fit setup is not. The machine is shared and noisy,
-so after a warm-up the three measurements are interleaved for a few rounds (rotating which
-goes first) and the median of the rounds is reported.
+machine is shared and noisy (other jobs come and go), so every step is timed on its own and a
+measurement's frames/s comes from its median step time, which shrugs off short bursts of
+load (sustained load still skews everything: the load average is printed to judge by). A
+plain step is zero_grad + forward + loss + backward + Adam step; a Lightning step is the time
+between consecutive on_train_batch_end hooks (so it includes the DataLoader fetch, the hooks,
+self.log and Lightning's optimizer closure) and the one-time Trainer/fit setup is left out.
+After a warm-up, the three measurements are interleaved for a few rounds (rotating which goes
+first) so that load drifts hit all three alike; the medians over rounds are printed and
+compared.
 """
 
+import itertools
 import logging
+import os
 import statistics
 import sys
 import time
@@ -51,69 +58,79 @@ def make_model(core: str, seed: int) -> WorldModel:
 def plain_rate(model: WorldModel, optimizer: torch.optim.Optimizer, batches) -> float:
     """Frames/s of a plain loop: forward + mse (window_loss), backward, Adam step."""
     model.train()
-    t0 = time.perf_counter()
+    stamps = [time.perf_counter()]
     for batch in batches:
         optimizer.zero_grad(set_to_none=True)
-        loss = model.window_loss(batch)
-        loss.backward()
+        model.window_loss(batch).backward()
         optimizer.step()
-    return len(batches) * FRAMES_PER_STEP / (time.perf_counter() - t0)
+        stamps.append(time.perf_counter())
+    return rate(stamps)
 
 
-class EpochTimer(L.Callback):
+def rate(stamps: list[float]) -> float:
+    """Frames/s from the median interval between consecutive time stamps."""
+    return FRAMES_PER_STEP / statistics.median(b - a for a, b in itertools.pairwise(stamps))
+
+
+class StepTimer(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
-        self.start = time.perf_counter()
+        self.stamps = [time.perf_counter()]
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.seconds = time.perf_counter() - self.start
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.stamps.append(time.perf_counter())
 
 
 def lightning_rate(model: WorldModel, batches) -> float:
     """Frames/s of one Lightning epoch fitting `model` on a DataLoader over `batches`."""
-    timer = EpochTimer()
+    timer = StepTimer()
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, callbacks=[timer],
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0)
     # batch_size=None: each item already is a batch; the list stays in memory.
     trainer.fit(model, DataLoader(batches, batch_size=None, shuffle=False))
-    return len(batches) * FRAMES_PER_STEP / timer.seconds
+    return rate(timer.stamps)
 
 
-def main(rounds: int = 5, n_batches: int = 64, seed: int = 0) -> dict[str, float]:
+def main(rounds: int = 5, n_batches: int = 32, seed: int = 0, budget_s: float = 60.0) -> dict:
+    """Warm up, then up to `rounds` interleaved rounds (>= 3; none begun past budget_s)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*GPU available.*|.*TPU available.*")
+    warnings.filterwarnings("ignore", ".*no `val_dataloader`.*|.*LeafSpec.*")
     batches = make_batches(n_batches, seed)
     models = {core: make_model(core, seed) for core in ("builtin", "scratch")}
     optimizers = {core: torch.optim.Adam(m.parameters(), lr=LR) for core, m in models.items()}
     runs = {
-        "builtin plain": lambda: plain_rate(models["builtin"], optimizers["builtin"], batches),
-        "scratch plain": lambda: plain_rate(models["scratch"], optimizers["scratch"], batches),
-        "builtin lightning": lambda: lightning_rate(models["builtin"], batches),
+        "builtin plain": lambda bs: plain_rate(models["builtin"], optimizers["builtin"], bs),
+        "scratch plain": lambda bs: plain_rate(models["scratch"], optimizers["scratch"], bs),
+        "builtin lightning": lambda bs: lightning_rate(models["builtin"], bs),
     }
-    for run in runs.values():  # warm-up: allocator, kernels, Lightning imports
-        run()
-    rates = {name: [] for name in runs}
-    names = list(runs)
+    t_start = time.perf_counter()
+    for run in runs.values():  # warm-up: allocator, oneDNN kernels, Lightning's first fit
+        run(batches[:8])
+    names, rates = list(runs), {name: [] for name in runs}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
-            rates[name].append(runs[name]())
+        if r >= 3 and time.perf_counter() - t_start > budget_s:
+            break
+        for name in names[r % 3:] + names[: r % 3]:  # rotate which goes first
+            rates[name].append(runs[name](batches))
+    done = len(rates["builtin plain"])
     med = {name: statistics.median(v) for name, v in rates.items()}
-
     ratio = med["scratch plain"] / med["builtin plain"]
     overhead = 100 * (1 - med["builtin lightning"] / med["builtin plain"])
+
     print(f"torch {torch.__version__}, lightning {L.__version__}, "
-          f"torch.get_num_threads() = {torch.get_num_threads()}")
+          f"torch.get_num_threads() = {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} CPUs)")
     print(f"training throughput, {SIZE}x{SIZE} frames, hidden {HIDDEN}, batch {BATCH}, "
-          f"seq_len {SEQ_LEN} ({n_batches} steps per measurement, median of {rounds} rounds)")
-    print(f"{'core':9} {'loop':10} {'frames/s':>9}   (min-max over rounds)")
+          f"seq_len {SEQ_LEN}")
+    print(f"(median step of {n_batches} per measurement; median of {done} rounds)")
+    print(f"{'core':9} {'loop':10} {'frames/s':>9}   min-max")
     notes = {"scratch plain": f"{ratio:.2f} of builtin",
              "builtin lightning": f"lightning overhead {overhead:.1f}%"}
     for name, value in med.items():
         core, loop = name.split()
         spread = f"{min(rates[name]):.0f}-{max(rates[name]):.0f}"
         note = f"  ({notes[name]})" if name in notes else ""
-        print(f"{core:9} {loop:10} {value:9.0f}   ({spread}){note}")
+        print(f"{core:9} {loop:10} {value:9.0f}   {spread:>11}{note}")
     return {**med, "scratch/builtin": ratio, "lightning_overhead_pct": overhead}
 
 

@@ -9,28 +9,16 @@ import pygame  # noqa: E402
 import pytest  # noqa: E402
 from gymnasium.wrappers import TimeLimit  # noqa: E402
 
+from world_models.data.policies import scripted_drive  # noqa: E402
 from world_models.envs import FastCarRacing, make_env  # noqa: E402
 from world_models.envs import car_racing as fast_module  # noqa: E402
-
-
-def _actions(steps: int, seed: int) -> list[np.ndarray]:
-    """Brownian steering in [-1, 1] with alternating gas / coast / brake phases."""
-    rng = np.random.default_rng(seed)
-    steer, out = 0.0, []
-    for t in range(steps):
-        steer = float(np.clip(steer + rng.normal(0.0, 0.3), -1.0, 1.0))
-        phase = (t // 40) % 3
-        gas = rng.uniform(0.5, 1.0) if phase == 0 else rng.uniform(0.0, 0.3)
-        brake = rng.uniform(0.3, 1.0) if phase == 2 else 0.0
-        out.append(np.array([steer, gas, brake], dtype=np.float32))
-    return out
 
 
 def _assert_same_episode(stock, fast, seed: int, steps: int) -> None:
     obs_s, _ = stock.reset(seed=seed)
     obs_f, _ = fast.reset(seed=seed)
     assert np.array_equal(obs_s, obs_f), "reset observation differs"
-    for t, action in enumerate(_actions(steps, seed)):
+    for t, action in enumerate(scripted_drive(steps, seed)):
         obs_s, rew_s, term_s, trunc_s, _ = stock.step(action)
         obs_f, rew_f, term_f, trunc_f, _ = fast.step(action)
         assert np.array_equal(obs_s, obs_f), f"seed {seed}: observation differs at step {t}"

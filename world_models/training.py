@@ -46,7 +46,7 @@ def wandb_has_key() -> bool:
 
 def build_loggers(cfg: DictConfig) -> list:
     loggers = []
-    for name, conf in (cfg.get("logger") or {}).items():
+    for conf in (cfg.get("logger") or {}).values():
         conf = OmegaConf.to_container(conf, resolve=True)
         if conf["_target_"].endswith("WandbLogger") and conf.get("offline") is None:
             # No network and no key: log offline; `wandb sync` uploads the run later.
@@ -65,7 +65,7 @@ def check_checkpoint(path, model: WorldModel) -> None:
     if not path.is_file():
         raise UserError(f"ckpt_path: '{path}' does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as err:  # any unreadable file is the user's to fix
         raise UserError(f"ckpt_path: '{path}' is not a readable checkpoint ({err})") from None
     own = model.state_dict()
@@ -101,6 +101,8 @@ def train(cfg: DictConfig) -> dict:
     throughput = Throughput()
     callbacks = [*build_callbacks(cfg), throughput]
     loggers = build_loggers(cfg)
+    for logger in loggers:  # the whole run config (seed, data, trainer), not just the model's
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         started = time.perf_counter()
@@ -120,9 +122,11 @@ def train(cfg: DictConfig) -> dict:
 
     baselines = window_baselines(datamodule.test_dataloader(), datamodule.mean_frame())
     test_mse = float(tested[0]["test/loss"])
+    # None when this run validated nothing (e.g. resumed from a checkpoint at max_epochs).
+    best_score = checkpoint.best_model_score if best else None
     results = {
         "test_mse": test_mse,
-        "best_val_mse": float(checkpoint.best_model_score) if best else None,
+        "best_val_mse": None if best_score is None else float(best_score),
         "baselines": baselines,
         "ratio_to_copy_last": test_mse / baselines["copy_last"] if baselines["copy_last"] else None,
         "core": cfg.model.core,

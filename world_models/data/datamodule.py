@@ -70,8 +70,8 @@ class WindowDataset(Dataset):
 class EpochSampler(torch.utils.data.Sampler):
     """A shuffle drawn from (seed, epoch) alone, so a resumed run sees the same order.
 
-    Lightning calls set_epoch at the start of each epoch (and under DDP swaps in
-    a DistributedSampler, which shuffles the same way).
+    Lightning calls set_epoch at the start of each epoch; under DDP it wraps this
+    sampler in a distributed one that splits the order between processes.
     """
 
     def __init__(self, size: int, seed: int):

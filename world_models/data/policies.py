@@ -40,6 +40,22 @@ class UniformPolicy:
         return self.rng.uniform(ACTION_LOW, ACTION_HIGH).astype(np.float32)
 
 
+def scripted_drive(steps: int, seed: int) -> list[np.ndarray]:
+    """A fixed test drive: brownian steering with gas, coast and brake phases of 40 steps.
+
+    Tests and benchmarks replay it to exercise steering and braking alike.
+    """
+    rng = np.random.default_rng(seed)
+    steer, actions = 0.0, []
+    for t in range(steps):
+        steer = float(np.clip(steer + rng.normal(0.0, 0.3), -1.0, 1.0))
+        phase = (t // 40) % 3
+        gas = rng.uniform(0.5, 1.0) if phase == 0 else rng.uniform(0.0, 0.3)
+        brake = rng.uniform(0.3, 1.0) if phase == 2 else 0.0
+        actions.append(np.array([steer, gas, brake], dtype=np.float32))
+    return actions
+
+
 POLICIES = {"brownian": BrownianPolicy, "uniform": UniformPolicy}
 
 

@@ -1,0 +1,318 @@
+"""train.py through its real command line, on a tiny real dataset (see conftest.py).
+
+Every run uses model.hidden_size=16 and one or two epochs of 5 train windows, so each
+subprocess costs mostly its start-up (a few seconds).
+"""
+
+import csv
+import json
+import math
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+SMALL = ("model.hidden_size=16",)
+
+# The CLI runs that depend on no other run: `runs` starts them all, two at a time in this order,
+# in the background while the tests check them (the machine has 2 cores).
+CASES = {
+    # name: (core, protocol, overrides) -- end to end, both cores and both protocols
+    "builtin-bptt-wandb": ("builtin", "bptt",
+                           ["model=builtin", "trainer.max_epochs=2", "logger=[csv,wandb]",
+                            "group=e2e"]),
+    "scratch-bptt": ("scratch", "bptt", ["model=scratch", "trainer.max_epochs=1"]),
+    "scratch-per_step": ("scratch", "per_step", ["experiment=task2", "trainer.max_epochs=1"]),
+}
+BAD = [
+    # (overrides, what the last non-empty stderr line must contain)
+    (["model.core=nope"], ["model.core", "builtin", "scratch"]),
+    (["model.lr=0"], ["model.lr"]),
+    (["model.hidden_size=0"], ["model.hidden_size"]),
+    (["data.seq_len=1"], ["data.seq_len"]),
+    (["trainer.max_epochs=0"], ["trainer.max_epochs"]),
+    (["train.protocol=nope"], ["train.protocol", "bptt", "per_step"]),
+    (["ckpt_path=/nonexistent.ckpt"], ["ckpt_path", "/nonexistent.ckpt"]),
+    (["model.lr=1e30", "trainer.max_epochs=1"], ["train/loss", "global step"]),
+]
+RUNS = {
+    **{name: overrides for name, (_, _, overrides) in CASES.items()},
+    # The first half of an interrupted builtin-bptt-wandb (resumed in test_resume_...).
+    "resume-first-epoch": ["model=builtin", "trainer.max_epochs=1"],
+    "multirun": ["-m", "model=builtin,scratch", "trainer.max_epochs=1"],
+    "model=nope": ["model=nope"],
+    **{" ".join(overrides): overrides for overrides, _ in BAD},
+}
+
+
+@pytest.fixture(scope="module")
+def train(run_cli, tiny_data):
+    """train(run_dir, *overrides) -> CompletedProcess of `python train.py` on the tiny data;
+    with "-m" among the overrides, run_dir is the sweep directory."""
+
+    def run(run_dir: Path, *overrides: str, timeout: float = 300):
+        flags = [o for o in overrides if o.startswith("-")]  # -m goes first, as users type it
+        overrides = [o for o in overrides if not o.startswith("-")]
+        where = "sweep" if "-m" in flags else "run"
+        return run_cli("train.py", *flags, "data=tiny", f"data.dir={tiny_data}",
+                       "data.collect=false", f"hydra.{where}.dir={run_dir}", *SMALL, *overrides,
+                       timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(train, tmp_path_factory):
+    """runs(name) -> (run_dir, process) of RUNS[name]; the first call starts them all."""
+    pool, futures = ThreadPoolExecutor(max_workers=2), {}
+
+    def start(name: str, overrides: list[str]):
+        run_dir = tmp_path_factory.mktemp("run") / "run"
+        return run_dir, train(run_dir, *overrides)
+
+    def get(name: str):
+        if not futures:
+            futures.update({n: pool.submit(start, n, o) for n, o in RUNS.items()})
+        return futures[name].result()
+
+    yield get
+    pool.shutdown(cancel_futures=True)
+
+
+def ok(proc) -> None:
+    tail = f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{tail}"
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def last_lines(text: str, n: int = 1) -> str:
+    return "\n".join([line for line in text.splitlines() if line.strip()][-n:])
+
+
+# -- 1. end to end, both cores and both protocols (one W&B run among them) ------------------
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_train_end_to_end(runs, name):
+    core, protocol, overrides = CASES[name]
+    run_dir, proc = runs(name)
+    ok(proc)
+    r = results(run_dir)
+    for key in ("test_mse", "best_val_mse", "train_frames_per_s"):
+        assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+    for key in ("copy_last", "mean_frame"):
+        assert math.isfinite(r["baselines"][key]) and r["baselines"][key] >= 0
+    assert r["core"] == core and r["protocol"] == protocol
+    assert isinstance(r["parameters"], int) and r["parameters"] > 0
+    assert r["epochs"] == int(next(o for o in overrides if "max_epochs" in o).split("=")[1])
+    assert r["seed"] == 0
+    assert Path(r["checkpoint"]).is_file()
+    assert Path(r["checkpoint"]).parent == run_dir / "checkpoints"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "train.log").is_file()
+
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    columns = set(rows[0])
+    assert {"train/loss_epoch", "val/loss", "test/loss"} <= columns, columns
+    tested = [float(row["test/loss"]) for row in rows if row["test/loss"]]
+    assert tested == [pytest.approx(r["test_mse"])]
+    assert f"results: {run_dir / 'results.json'}" in proc.stdout
+
+
+def test_lightning_info_lines_are_printed_once_and_kept_in_train_log(runs):
+    run_dir, proc = runs("scratch-bptt")
+    ok(proc)
+    console = proc.stdout + proc.stderr
+    assert console.count("GPU available") == 1, console[-3000:]
+    assert "GPU available" in (run_dir / "train.log").read_text()
+
+
+# -- 2. both cores learn -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("core,protocol",
+                         [("builtin", "bptt"), ("scratch", "bptt"), ("scratch", "per_step")])
+def test_training_reduces_the_train_loss(tiny_data, core, protocol):
+    import lightning as L
+    import torch
+
+    from world_models.data.datamodule import CarRacingDataModule
+    from world_models.models.world_model import WorldModel
+
+    L.seed_everything(0, verbose=False)
+    dm = CarRacingDataModule(str(tiny_data), seq_len=5, batch_size=4, split=[0.6, 0.2, 0.2],
+                             collect=False)
+    dm.setup("fit")
+    model = WorldModel(core=core, hidden_size=16, lr=1e-3, frame_shape=dm.frame_shape,
+                       protocol=protocol)
+
+    def train_loss() -> float:
+        with torch.no_grad():
+            losses = [model.window_loss(batch).item() for batch in dm.train_dataloader()]
+        return sum(losses) / len(losses)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CLI runs of this module share the 2 cores meanwhile
+    try:
+        before = train_loss()
+        trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, limit_val_batches=0)
+        trainer.fit(model, datamodule=dm)
+        after = train_loss()
+    finally:
+        torch.set_num_threads(threads)
+    assert after < 0.9 * before, (before, after)
+
+
+# -- 3. W&B, offline -----------------------------------------------------------------------
+
+
+def wandb_records(path: Path):
+    """The protobuf records of an offline run's .wandb file (a LevelDB-style log)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B"
+    pos, pieces = 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:
+            pos += block - pos % block
+            continue
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pieces = chunk if kind in (1, 2) else pieces + chunk  # full/first, middle/last
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pieces)
+            yield record
+
+
+def test_wandb_offline_run_has_group_tags_and_config(runs):
+    run_dir, proc = runs("builtin-bptt-wandb")
+    ok(proc)
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1, list((run_dir / "wandb").iterdir())
+    [log] = offline[0].glob("run-*.wandb")
+    records = list(wandb_records(log))
+    [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.run_group == "e2e"
+    assert set(run.tags) == {"builtin", "bptt"}
+    assert run.display_name == "builtin-bptt-seed0"
+    config = {item.key: json.loads(item.value_json)
+              for r in records if r.WhichOneof("record_type") == "config"
+              for item in r.config.update}
+    assert config["model"]["core"] == "builtin" and config["model"]["hidden_size"] == 16
+    assert config["seed"] == 0 and config["train"]["protocol"] == "bptt"
+    assert config["group"] == "e2e"
+    history_keys = {item.key or "/".join(item.nested_key)
+                    for r in records if r.WhichOneof("record_type") == "history"
+                    for item in r.history.item}
+    assert {"train/loss_epoch", "val/loss", "test/loss"} <= history_keys, history_keys
+
+
+# -- 4. DDP: two gloo processes ------------------------------------------------------------
+
+
+def test_ddp_two_cpu_processes(train, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = train(run_dir, "trainer=ddp", "trainer.max_epochs=1")
+    ok(proc)
+    assert "GLOBAL_RANK: 1" in proc.stdout + proc.stderr  # really two processes
+    assert proc.stdout.count("results: ") == 1
+    assert sorted(p.name for p in tmp_path.rglob("results.json")) == ["results.json"]
+    r = results(run_dir)
+    assert r["epochs"] == 1 and math.isfinite(r["test_mse"])
+    assert Path(r["checkpoint"]).is_file()
+
+
+# -- 5. multirun over both cores -----------------------------------------------------------
+
+
+def test_multirun_over_both_cores(runs):
+    sweep, proc = runs("multirun")
+    ok(proc)
+    # Job directories sit right under the sweep dir: data.dir's '/' is kept out of their names.
+    found = {results(p.parent)["core"]: p.parent.name for p in sweep.glob("*/results.json")}
+    assert set(found) == {"builtin", "scratch"}, list(sweep.rglob("results.json"))
+    assert found["builtin"].startswith("0_") and "model=builtin" in found["builtin"]
+    assert found["scratch"].startswith("1_") and "model=scratch" in found["scratch"]
+
+
+# -- 6. resume -----------------------------------------------------------------------------
+
+
+def test_resume_equals_an_uninterrupted_run(train, runs, tmp_path):
+    """A: 2 epochs in one go (the W&B run: logging must not change the numbers either);
+    B: epoch 1 only; C: B's last.ckpt resumed to epoch 2 in a new run dir. C must equal A."""
+    a, proc_a = runs("builtin-bptt-wandb")
+    b, proc_b = runs("resume-first-epoch")
+    ok(proc_a)
+    ok(proc_b)
+    c = tmp_path / "run"
+    proc_c = train(c, "model=builtin", "trainer.max_epochs=2",
+                   f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}")
+    ok(proc_c)
+    ra, rb, rc = results(a), results(b), results(c)
+    assert rc["epochs"] == ra["epochs"] == 2
+    assert rb["test_mse"] != ra["test_mse"]  # the second epoch changed something
+    assert rc["test_mse"] == pytest.approx(ra["test_mse"], rel=1e-6)
+    assert rc["best_val_mse"] == pytest.approx(ra["best_val_mse"], rel=1e-6)
+
+
+def test_resume_with_nothing_left_to_train_tests_the_checkpoint(train, runs, tmp_path):
+    """Resuming a 1-epoch checkpoint with trainer.max_epochs=1 trains nothing: it still exits 0
+    and tests the resumed run's best checkpoint (no best_val_mse: nothing was validated)."""
+    b, proc_b = runs("resume-first-epoch")
+    ok(proc_b)
+    c = tmp_path / "run"
+    ok(train(c, "model=builtin", "trainer.max_epochs=1",
+             f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}"))
+    rb, rc = results(b), results(c)
+    assert rc["best_val_mse"] is None
+    assert rc["test_mse"] == pytest.approx(rb["test_mse"], rel=1e-6)
+
+
+# -- 7. bad input: a clear message naming the key, no traceback ----------------------------
+
+
+def refused(proc, *words: str) -> str:
+    both = proc.stdout + proc.stderr
+    assert proc.returncode != 0, both[-3000:]
+    assert "Traceback" not in both, both[-3000:]
+    line = last_lines(proc.stderr)
+    for word in words:
+        assert word in line, (word, line)
+    return line
+
+
+@pytest.mark.parametrize("overrides,words", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_input_is_refused_in_one_line(runs, overrides, words):
+    _, proc = runs(" ".join(overrides))
+    line = refused(proc, *words)
+    assert line.startswith("error: ")
+    assert proc.returncode == 2
+
+
+def test_unknown_model_lists_the_choices(runs):
+    _, proc = runs("model=nope")
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    message = proc.stderr[proc.stderr.index("Could not find 'model/nope'"):]
+    assert "builtin" in message and "scratch" in message
+
+
+def test_checkpoint_of_another_size_does_not_fit(train, runs, tmp_path):
+    run_dir, proc = runs("scratch-bptt")  # trained with model.hidden_size=16
+    ok(proc)
+    proc = train(tmp_path / "run", "model.hidden_size=32",
+                 f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+    refused(proc, "ckpt_path", "does not fit")

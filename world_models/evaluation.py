@@ -1,0 +1,210 @@
+"""Roll a trained world model out on whole episodes; write per-step metrics, plots and a summary."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from world_models import plots
+from world_models.data.datamodule import SPLITS, CarRacingDataModule
+from world_models.errors import UserError
+from world_models.metrics import (
+    METRICS,
+    copy_last_prediction,
+    mean_frame_prediction,
+    per_step_metrics,
+    per_step_table,
+)
+from world_models.models.world_model import WorldModel
+from world_models.rollout import autoregressive, teacher_forcing
+
+STRATEGIES = ("teacher_forcing", "autoregressive", "copy_last", "mean_frame")
+SUMMARY_STEPS = (1, 10, 50, 150)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse impossible settings before loading anything, naming the key."""
+    if not cfg.ckpt:
+        raise UserError("ckpt: required, e.g. ckpt=outputs/train/<run>/checkpoints/last.ckpt")
+    if cfg.split not in (*SPLITS, "all"):
+        raise UserError(f"split: expected one of {', '.join(SPLITS)}, all; got '{cfg.split}'")
+    r = cfg.rollout
+    if r.horizon < 1:
+        raise UserError(f"rollout.horizon: expected >= 1, got {r.horizon}")
+    if not 1 <= r.context < r.horizon:
+        raise UserError(f"rollout.context: expected 1 <= context < horizon ({r.horizon}), "
+                        f"got {r.context}")
+    if r.batch_size < 1:
+        raise UserError(f"rollout.batch_size: expected >= 1, got {r.batch_size}")
+    if cfg.data.collect:
+        raise UserError("data.collect: evaluate never collects; point data.dir at a dataset")
+
+
+def load_model(path) -> WorldModel:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ckpt: '{path}' does not exist")
+    try:
+        return WorldModel.load_from_checkpoint(path, map_location="cpu")
+    except UserError:
+        raise
+    except Exception as err:  # any unreadable file is the user's to fix
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"ckpt: '{path}' is not a readable WorldModel checkpoint "
+                        f"({type(err).__name__}: {reason})") from None
+
+
+def check_fits(model: WorldModel, datamodule: CarRacingDataModule, path) -> None:
+    """The checkpoint's frame and action sizes must be those of the data."""
+    frame_shape = tuple(model.hparams.frame_shape)
+    if frame_shape != datamodule.frame_shape:
+        raise UserError(f"ckpt: '{path}' predicts frames {list(frame_shape)} but data.dir "
+                        f"'{datamodule.dir}' holds {list(datamodule.frame_shape)}")
+    action_size = datamodule.episodes["train"][0].actions.shape[-1]
+    if model.hparams.action_size != action_size:
+        raise UserError(f"ckpt: '{path}' takes actions of size {model.hparams.action_size} but "
+                        f"data.dir '{datamodule.dir}' holds actions of size {action_size}")
+
+
+def warn_if_split_differs(ckpt, cfg: DictConfig) -> None:
+    """Warn when data.split or data.seed differ from the checkpoint's training run.
+
+    They draw the test split; other values could put training episodes in it. The
+    training run's config sits in <run>/.hydra/ next to <run>/checkpoints/.
+    """
+    run_config = Path(ckpt).resolve().parent.parent / ".hydra" / "config.yaml"
+    if not run_config.is_file():  # moved, or made elsewhere: nothing to compare with
+        return
+    trained = OmegaConf.to_container(OmegaConf.load(run_config).data, resolve=True)
+    ours = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in ("split", "seed"):
+        if ours[key] != trained.get(key):
+            print(f"warning: data.{key}={ours[key]} but the checkpoint was trained with "
+                  f"data.{key}={trained.get(key)} ({run_config}); its {cfg.split} split may differ")
+
+
+def select_sequences(datamodule, split: str, horizon: int) -> tuple[list[dict], int]:
+    """Episodes of `split` with >= horizon steps; if none, the longest ones and their length."""
+    names = SPLITS if split == "all" else (split,)
+    episodes = [ep for name in names for ep in datamodule.episodes[name]]
+    if not episodes:
+        raise UserError(f"split: the '{split}' split of '{datamodule.dir}' holds no episodes")
+    longest = max(ep.steps for ep in episodes)
+    if longest < horizon:
+        print(f"no {split} episode has {horizon} steps; using the longest ({longest} steps) as the"
+              f" horizon")
+        horizon = longest
+    sequences = [s for name in names for s in datamodule.sequences(name, min_steps=horizon)]
+    return sequences, horizon
+
+
+def rollout_metrics(model, sequences, mean_frame, horizon: int, context: int, batch_size: int):
+    """strategy -> metric -> [N, horizon], and the first sequence's (truth, tf, ar)."""
+    values = {s: {m: [] for m in METRICS} for s in STRATEGIES}
+    first = None
+    for start in range(0, len(sequences), batch_size):
+        batch = sequences[start : start + batch_size]
+        # Every sequence is cut to its first `horizon` steps, so they stack.
+        frames = torch.stack([s["frames"][: horizon + 1] for s in batch])  # [B, T+1, 3, H, W]
+        actions = torch.stack([s["actions"][:horizon] for s in batch])  # [B, T, A]
+        truth = frames[:, 1:]  # [B, T, 3, H, W]
+        predictions = {
+            "teacher_forcing": teacher_forcing(model, frames, actions).cpu(),
+            "autoregressive": autoregressive(model, frames, actions, context).cpu(),
+            # The rollout's fair baseline: it knows the same true frames, no more.
+            "copy_last": copy_last_prediction(frames, context),
+            "mean_frame": mean_frame_prediction(mean_frame, truth),
+        }
+        for strategy, pred in predictions.items():
+            for metric, per_step in per_step_metrics(pred, truth).items():
+                values[strategy][metric].append(per_step)
+        if first is None:
+            first = (truth[0], predictions["teacher_forcing"][0], predictions["autoregressive"][0])
+    values = {s: {m: torch.cat(v) for m, v in ms.items()} for s, ms in values.items()}
+    return values, first
+
+
+def summarize(values, horizon: int) -> dict:
+    """strategy -> metric -> {step_1, step_10, ..., mean_over_steps}: the numbers to quote."""
+    summary = {}
+    for strategy, metrics in values.items():
+        summary[strategy] = {}
+        for metric, per_step in metrics.items():  # [N, T]
+            mean = per_step.double().mean(dim=0)  # [T]
+            entry = {f"step_{s}": mean[s - 1].item() for s in SUMMARY_STEPS if s <= horizon}
+            entry["mean_over_steps"] = mean.mean().item()
+            # JSON has no inf: a frame predicted exactly has infinite PSNR.
+            summary[strategy][metric] = {k: v if math.isfinite(v) else None
+                                         for k, v in entry.items()}
+    return summary
+
+
+def write_csv(path, table: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "strategy", "metric", "mean", "std", "n"])
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def format_summary(summary: dict, horizon: int) -> str:
+    """A table: MSE at the first and the last quoted step, and every metric averaged over steps."""
+    last = f"step_{max(s for s in SUMMARY_STEPS if s <= horizon)}"
+    columns = {"MSE@1": ("mse", "step_1"), f"MSE@{last[5:]}": ("mse", last),
+               "MSE mean": ("mse", "mean_over_steps"), "PSNR mean": ("psnr", "mean_over_steps"),
+               "SSIM mean": ("ssim", "mean_over_steps")}
+    lines = [f"{'strategy':<16}" + "".join(f"{c:>11}" for c in columns)]
+    for strategy, metrics in summary.items():
+        values = [metrics[metric][key] for metric, key in columns.values()]
+        lines.append(f"{strategy:<16}" + "".join(
+            f"{'inf' if v is None else f'{v:.4g}':>11}" for v in values))
+    return "\n".join(lines)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate the checkpoint `cfg.ckpt` on `cfg.split` of `cfg.data.dir`; return the summary."""
+    check_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    model = load_model(cfg.ckpt)
+    datamodule = CarRacingDataModule.from_config(cfg)
+    datamodule.prepare_data()
+    datamodule.setup()
+    check_fits(model, datamodule, cfg.ckpt)
+    if cfg.split != "all":
+        warn_if_split_differs(cfg.ckpt, cfg)
+    r = cfg.rollout
+    sequences, horizon = select_sequences(datamodule, cfg.split, r.horizon)
+    if r.context >= horizon:
+        raise UserError(f"rollout.context: {r.context} leaves nothing to predict in the "
+                        f"{horizon} steps available")
+
+    values, (truth, tf, ar) = rollout_metrics(model, sequences, datamodule.mean_frame(),
+                                              horizon, r.context, r.batch_size)
+    table = per_step_table(values)
+    write_csv(out_dir / "rollout_metrics.csv", table)
+    plots.rollout_grid(truth, tf, ar, plots.grid_steps(horizon)).save(out_dir / "rollout_grid.png")
+    plots.rollout_gif(out_dir / "rollout.gif", truth, tf, ar)
+    plots.loss_curve(out_dir / "rollout_loss.png", table, r.context)
+    if r.save_frames:
+        plots.save_frames(out_dir / "frames", truth, tf, ar)
+
+    summary = {
+        "metrics": summarize(values, horizon),
+        "sequences": len(sequences),
+        "horizon": horizon,
+        "context": r.context,
+        "split": cfg.split,
+        "grid_sequence": sequences[0]["name"],
+        "checkpoint": str(cfg.ckpt),
+        "data_dir": str(cfg.data.dir),
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{len(sequences)} {cfg.split} sequences, {horizon} steps, context {r.context}:")
+    print(format_summary(summary["metrics"], horizon))
+    print(f"summary: {out_dir / 'summary.json'}  per-step metrics: rollout_metrics.csv  "
+          f"pictures: rollout_grid.png, rollout.gif, rollout_loss.png"
+          f"{', frames/' if r.save_frames else ''}  (all in {out_dir})")
+    return summary
