@@ -31,7 +31,17 @@ class BuiltinLSTM(nn.LSTM):
         super().__init__(input_size, hidden_size, num_layers=1, batch_first=True)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        return super().forward(x, state)
+        if x.device.type != "cpu":
+            return super().forward(x, state)
+        # On CPU nn.LSTM dispatches to oneDNN's RNN kernel, measured here 1.9x slower than
+        # PyTorch's native one at the report's sizes (benchmarks/bench_train.py) and far
+        # slower on a busy machine; the native kernel computes the same function.
+        enabled = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            return super().forward(x, state)
+        finally:
+            torch.backends.mkldnn.enabled = enabled
 
 
 class ScratchLSTM(nn.Module):
