@@ -11,11 +11,11 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(subst =,_,$(subst +,_,$(TORCH)))
 
 # key=value words on the command line become Hydra overrides.
-HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=%,$(MAKEOVERRIDES)),'$(v)')
+HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=%,$(MAKEOVERRIDES)),'$(v)')
 
 export SDL_VIDEODRIVER ?= dummy
 
-.PHONY: install data train evaluate sweep bench test test-all lint clean
+.PHONY: install data train evaluate report sweep bench test test-all lint clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ train: $(STAMP)
 
 evaluate: $(STAMP)
 	$(PY) evaluate.py ckpt=$(CKPT) $(HYDRA_ARGS)
+
+report: $(STAMP)
+	$(PY) -m world_models.report $(if $(RUNS),--runs '$(RUNS)') $(HYDRA_ARGS)
 
 sweep: $(STAMP)
 	$(PY) train.py -m model=builtin,scratch seed=0,1,2 group=sweep $(HYDRA_ARGS)

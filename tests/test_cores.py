@@ -1,4 +1,7 @@
-"""The recurrent core contract: ScratchLSTM behaves exactly like a one-layer nn.LSTM."""
+"""The core contract, for every core; and ScratchLSTM behaves exactly like a one-layer nn.LSTM.
+
+The transformer's own properties (causality, its sliding context) are in test_model_options.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,14 @@ import torch
 from torch import nn
 
 from world_models.models import cores
-from world_models.models.cores import CORES, BuiltinLSTM, ScratchLSTM, build_core
+from world_models.models.cores import (
+    CORES,
+    GRU,
+    BuiltinLSTM,
+    CausalTransformer,
+    ScratchLSTM,
+    build_core,
+)
 
 SHAPES = [
     (1, 1, 3, 2),
@@ -18,6 +28,7 @@ SHAPES = [
 ]  # (B, T, D, H): batch, time, input size, hidden size
 LSTM_PARAMS = {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}
 TOL = {"rtol": 1.3e-6, "atol": 1e-5}
+LSTM_CORES = ["builtin", "scratch"]
 
 
 def _reference(input_size: int, hidden_size: int) -> nn.LSTM:
@@ -34,7 +45,7 @@ def _same_weight_trio(D: int, H: int) -> list[nn.Module]:
     return [ref, builtin, scratch]
 
 
-@pytest.mark.parametrize("name", sorted(CORES))
+@pytest.mark.parametrize("name", LSTM_CORES)
 def test_parameter_names_and_shapes_match_nn_lstm(name: str) -> None:
     core, ref = build_core(name, 5, 8), _reference(5, 8)
     shapes = {k: tuple(v.shape) for k, v in core.state_dict().items()}
@@ -98,24 +109,28 @@ def test_outputs_and_gradients_match_nn_lstm(
 
 
 @pytest.mark.parametrize("name", sorted(CORES))
-def test_passing_state_between_halves_equals_one_call(name: str) -> None:
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_passing_state_between_halves_equals_one_call(name: str, train: bool) -> None:
     torch.manual_seed(0)
-    core = build_core(name, 6, 10)
+    core = build_core(name, 6, 12).train(train)
     x = torch.randn(3, 9, 6)
     with torch.no_grad():
-        y_full, (h_full, c_full) = core(x)
+        y_full, state_full = core(x)
         y1, state = core(x[:, :4])
-        y2, (h2, c2) = core(x[:, 4:], state)
+        y2, state2 = core(x[:, 4:], state)
+    assert y_full.shape == (3, 9, 12)
+    assert isinstance(state_full, tuple) and all(isinstance(s, torch.Tensor) for s in state_full)
     torch.testing.assert_close(torch.cat([y1, y2], dim=1), y_full, **TOL)
-    torch.testing.assert_close(h2, h_full, **TOL)
-    torch.testing.assert_close(c2, c_full, **TOL)
+    assert len(state2) == len(state_full)
+    for got, want in zip(state2, state_full, strict=True):
+        torch.testing.assert_close(got, want, **TOL)
 
 
 @pytest.mark.parametrize("name", sorted(CORES))
 def test_core_learns_a_fixed_sequence(name: str) -> None:
     torch.manual_seed(0)
     B, T, D, H = 4, 8, 5, 16
-    core, head = build_core(name, D, H), nn.Linear(H, 3)
+    core, head = build_core(name, D, H), nn.Linear(H, 3)  # H: a multiple of the 4 heads
     x, target = torch.randn(B, T, D), torch.randn(B, T, 3)
     opt = torch.optim.Adam([*core.parameters(), *head.parameters()], lr=3e-2)
     losses = []
@@ -129,17 +144,19 @@ def test_core_learns_a_fixed_sequence(name: str) -> None:
 
 
 def test_build_core_returns_the_named_class() -> None:
-    assert CORES == {"builtin": BuiltinLSTM, "scratch": ScratchLSTM}
+    assert CORES == {"builtin": BuiltinLSTM, "scratch": ScratchLSTM, "gru": GRU,
+                     "transformer": CausalTransformer}
     for name, cls in CORES.items():
-        core = build_core(name, 3, 4)
+        core = build_core(name, 3, 8)
         assert type(core) is cls
-        assert (core.input_size, core.hidden_size) == (3, 4)
+        assert (core.input_size, core.hidden_size) == (3, 8)
 
 
 def test_build_core_unknown_name_lists_choices() -> None:
     with pytest.raises(ValueError, match="model.core") as err:
-        build_core("gru", 3, 4)
-    assert str(err.value) == "model.core: unknown core 'gru'; available: builtin, scratch"
+        build_core("rnn", 3, 4)
+    assert str(err.value) == (
+        "model.core: unknown core 'rnn'; available: builtin, gru, scratch, transformer")
 
 
 def test_scratch_lstm_does_not_call_fused_lstm_ops() -> None:

@@ -1,4 +1,4 @@
-"""Pictures of one rollout: a grid of steps, every frame as PNG, a GIF, and the per-step MSE curve.
+"""Pictures: a rollout's grid of steps, its frames as PNG and GIF, per-step and per-epoch curves.
 
 truth, tf and ar are one sequence's frames 1..T [T, 3, H, W] in [0, 1]: the true
 frames, the teacher-forcing and the autoregressive predictions of them.
@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 SCALE = 4  # 32x32 frames are too small to read at their own size
@@ -123,6 +124,29 @@ def loss_curve(path, table: list[dict], context: int | None = None) -> None:
     n = table[0]["n"]
     ax.set(xlabel="prediction step (frames after the first given frame)", ylabel="MSE per frame",
            title=f"Per-step MSE over {n} sequence{'s' * (n != 1)} (band: ±1 std over sequences)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def epoch_curves(path, curves: dict[str, dict[str, tuple[list, list]]]) -> None:
+    """Loss per epoch of several runs: run -> split ('train', 'val') -> (epochs, losses).
+
+    A colour per run, solid for training and dashed for validation, so the runs overlay;
+    log y, since the loss falls by orders of magnitude in the first epochs.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for colour, (run, splits) in enumerate(curves.items()):
+        # Earlier runs wider, so equal curves (the two cores from one seed) both show.
+        width = 1.2 + 1.5 * (len(curves) - 1 - colour)
+        for split, (epochs, losses) in splits.items():
+            ax.plot(epochs, losses, color=f"C{colour}", ls="-" if split == "train" else "--",
+                    lw=width, marker=".", label=f"{run} {split}")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="MSE per frame", title="Training and validation loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

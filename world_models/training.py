@@ -8,6 +8,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -56,7 +57,16 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def build_callbacks(cfg: DictConfig) -> list:
-    return [hydra.utils.instantiate(conf) for conf in (cfg.get("callbacks") or {}).values()]
+    callbacks = []
+    for conf in (cfg.get("callbacks") or {}).values():
+        try:
+            callbacks.append(hydra.utils.instantiate(conf))
+        except InstantiationException as err:
+            # Hydra wraps a callback's refusal of a setting; the user needs the one line.
+            if isinstance(err.__cause__, UserError):
+                raise err.__cause__ from None
+            raise
+    return callbacks
 
 
 def check_checkpoint(path, model: WorldModel) -> None:
@@ -94,7 +104,8 @@ def train(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = WorldModel(**cfg.model, frame_shape=datamodule.frame_shape,
-                       protocol=cfg.train.protocol)
+                       protocol=cfg.train.protocol, input_noise=cfg.train.input_noise,
+                       scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling))
     if cfg.ckpt_path:
         check_checkpoint(cfg.ckpt_path, model)
 

@@ -1,13 +1,18 @@
-"""Recurrent cores: a one-layer LSTM, built in or written from its gate equations.
+"""Sequence cores behind one contract: two LSTMs, a GRU and a causal transformer.
 
-Both cores share one contract, the semantics of ``nn.LSTM(batch_first=True)`` with one layer::
+Every core is built as ``core = build_core(name, input_size=I, hidden_size=H)`` and called as::
 
-    core = build_core("scratch", input_size=I, hidden_size=H)
-    y, (h, c) = core(x, state=None)  # x [B, T, I] -> y [B, T, H]; h, c [1, B, H]
+    y, state = core(x, state=None)  # x [B, T, I] -> y [B, T, H]
 
-and the same parameter names, shapes, gate order (i, f, g, o) and initialisation, so a state
-dict saved from one core loads (strictly) into the other and gives the same outputs.
-Cores know nothing of Lightning: they are plain ``nn.Module``s.
+Calling it on a window in one go, or on its halves passing ``state`` along, gives the same y.
+The state is a tuple of tensors whose meaning belongs to the core: callers only pass it back,
+or detach each tensor. LSTMs: (h, c), each [1, B, H]; GRU: (h,); transformer: (past,), the
+projected inputs of the last max_context - 1 steps [B, P, H].
+
+The two LSTMs (``builtin``, ``scratch``) have the semantics of a one-layer
+``nn.LSTM(batch_first=True)`` and the same parameter names, shapes, gate order (i, f, g, o) and
+initialisation, so a state dict saved from one loads (strictly) into the other and gives the
+same outputs. Cores know nothing of Lightning: they are plain ``nn.Module``s.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-State = tuple[Tensor, Tensor]
+State = tuple[Tensor, ...]
 
 
 class BuiltinLSTM(nn.LSTM):
@@ -112,7 +117,69 @@ class ScratchLSTM(nn.Module):
         return f"{self.input_size}, {self.hidden_size}"
 
 
-CORES: dict[str, type[nn.Module]] = {"builtin": BuiltinLSTM, "scratch": ScratchLSTM}
+class GRU(nn.GRU):
+    """PyTorch's ``nn.GRU`` (one layer, batch first); its state is the tuple (h,), h [1, B, H]."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__(input_size, hidden_size, num_layers=1, batch_first=True)
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        y, h = super().forward(x, None if state is None else state[0])
+        return y, (h,)
+
+
+class CausalTransformer(nn.Module):
+    """A small decoder-only transformer: step t attends to steps t - max_context + 1 .. t.
+
+    Inputs are projected to hidden_size, given a learned embedding of their position in the
+    context and run through pre-norm layers under a causal mask. The state is the projected
+    inputs of the last max_context - 1 steps, so a step-by-step rollout recomputes attention
+    over its sliding context (no key/value cache: positions shift as the context slides).
+    Positions count from the oldest step in the context, so while a window fits in max_context
+    one call equals calling step by step with the state; past it, every step sees its own last
+    max_context steps either way.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, max_context: int = 32,
+                 num_layers: int = 2, num_heads: int = 4) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size, self.max_context = input_size, hidden_size, max_context
+        self.input_proj = nn.Linear(input_size, hidden_size)
+        self.position = nn.Embedding(max_context, hidden_size)
+        # No dropout: windows are short and the data small; it would also make one call and a
+        # step-by-step rollout differ in training mode.
+        layer = nn.TransformerEncoderLayer(hidden_size, num_heads, 4 * hidden_size, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(hidden_size),
+                                            enable_nested_tensor=False)
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        inputs = self.input_proj(x)  # [B, T, H]
+        past = inputs[:, :0] if state is None else state[0]  # [B, P, H]
+        context = torch.cat([past, inputs], dim=1)  # [B, P + T, H]
+        P, T, C = past.shape[1], x.shape[1], self.max_context
+        if P + T <= C:
+            y = self._attend(context)[:, P:]  # [B, T, H]
+        else:  # each step over its own sliding context
+            y = torch.cat([self._attend(context[:, max(0, t - C + 1) : t + 1])[:, -1:]
+                           for t in range(P, P + T)], dim=1)  # [B, T, H]
+        return y, (context[:, -(C - 1) :] if C > 1 else context[:, :0],)
+
+    def _attend(self, context: Tensor) -> Tensor:
+        """Causal self-attention over a context of at most max_context steps [B, N, H]."""
+        N = context.shape[1]
+        hidden = context + self.position.weight[:N]  # [B, N, H]
+        mask = nn.Transformer.generate_square_subsequent_mask(N, device=context.device,
+                                                              dtype=context.dtype)
+        return self.layers(hidden, mask=mask, is_causal=True)  # [B, N, H]
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, max_context={self.max_context}"
+
+
+CORES: dict[str, type[nn.Module]] = {
+    "builtin": BuiltinLSTM, "scratch": ScratchLSTM, "gru": GRU, "transformer": CausalTransformer,
+}
 
 
 def build_core(name: str, input_size: int, hidden_size: int) -> nn.Module:

@@ -1,18 +1,19 @@
-"""The world model: (frame_t, action_t) -> frame_{t+1}, around a swappable recurrent core.
+"""The world model: (frame_t, action_t) -> frame_{t+1}, around a swappable sequence core.
 
-As in the course report: the frame is flattened and concatenated with the action,
-a recurrent core carries the state, a linear decoder paints the next frame.
+By default as in the course report: the frame is flattened and concatenated with the action,
+a recurrent core carries the state, a linear decoder paints the next frame. Options
+(model.*, train.*): a convolutional encoder/decoder, a residual decoder (next = current +
+change), an L1 term, scheduled sampling and input noise in training.
 """
-
-import math
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from world_models.errors import UserError
 from world_models.models.cores import CORES, build_core
+from world_models.models.frames import FRAME_CODECS, build_frame_codec
+from world_models.sampling import check_schedule, scheduled_rollout, true_frame_probability
 
 PROTOCOLS = ("bptt", "per_step")
 
@@ -30,24 +31,34 @@ class WorldModel(L.LightningModule):
         frame_shape: tuple[int, int, int] = (3, 32, 32),
         action_size: int = 3,
         protocol: str = "bptt",
+        encoder: str = "flat",
+        residual: bool = False,
+        l1_weight: float = 0.0,
+        scheduled_sampling: dict | None = None,
+        input_noise: float = 0.0,
     ):
         super().__init__()
-        check_hparams(core, hidden_size, lr, protocol)
+        scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
+        check_hparams(core, hidden_size, lr, protocol, encoder=encoder, frame_shape=frame_shape,
+                      l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
+                      input_noise=input_noise)
         # Only plain values are saved, so load_from_checkpoint rebuilds the core.
         self.save_hyperparameters()
         self.frame_shape = tuple(frame_shape)
-        frame_size = math.prod(self.frame_shape)
-        self.core = build_core(core, frame_size + action_size, hidden_size)
-        self.decoder = nn.Linear(hidden_size, frame_size)
+        self.encoder, self.decoder = build_frame_codec(encoder, self.frame_shape, hidden_size)
+        self.core = build_core(core, self.encoder.output_size + action_size, hidden_size)
+        if residual:  # an untrained residual model copies the last frame
+            self.decoder.zero_output_()
         # per_step reproduces the course's loop: an optimizer step after every time step.
         self.automatic_optimization = protocol == "bptt"
 
     def forward(self, frames, actions, state=None):
         """frames [B, T, 3, H, W], actions [B, T, A] -> next frames [B, T, 3, H, W], state."""
-        B, T = frames.shape[:2]
-        inputs = torch.cat([frames.reshape(B, T, -1), actions], dim=-1)  # [B, T, 3HW + A]
+        inputs = torch.cat([self.encoder(frames), actions], dim=-1)  # [B, T, F + A]
         features, state = self.core(inputs, state)  # [B, T, hidden]
-        next_frames = self.decoder(features).view(B, T, *self.frame_shape)  # [B, T, 3, H, W]
+        next_frames = self.decoder(features)  # [B, T, 3, H, W]
+        if self.hparams.residual:  # on the frame the model was given (noisy, in training)
+            next_frames = frames + next_frames
         return next_frames, state
 
     def window_loss(self, batch) -> torch.Tensor:
@@ -56,11 +67,23 @@ class WorldModel(L.LightningModule):
         next_frames_pred, _ = self(frames[:, :-1], actions[:, :-1])
         return F.mse_loss(next_frames_pred, frames[:, 1:])
 
+    def objective(self, next_frames_pred, next_frames) -> torch.Tensor:
+        """The training loss: MSE, plus model.l1_weight times the mean absolute error."""
+        loss = F.mse_loss(next_frames_pred, next_frames)
+        if self.hparams.l1_weight:
+            loss = loss + self.hparams.l1_weight * F.l1_loss(next_frames_pred, next_frames)
+        return loss
+
+    def noisy(self, frames) -> torch.Tensor:
+        """Input frames with train.input_noise Gaussian noise (training inputs only)."""
+        sigma = self.hparams.input_noise
+        return frames + sigma * torch.randn_like(frames) if sigma else frames
+
     def training_step(self, batch, batch_idx):
         if self.hparams.protocol == "per_step":
             loss = self._per_step_update(batch)
         else:
-            loss = self.window_loss(batch)
+            loss = self._window_update(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"train/loss is {loss.item()} at global step {self.global_step} "
@@ -70,14 +93,27 @@ class WorldModel(L.LightningModule):
                  batch_size=len(batch["frames"]))
         return loss if self.automatic_optimization else None
 
+    def _window_update(self, batch) -> torch.Tensor:
+        """The loss of one window, teacher forced or with scheduled sampling; targets are clean."""
+        frames, actions = batch["frames"], batch["actions"]  # [B, L, 3, H, W], [B, L, A]
+        inputs = self.noisy(frames)  # scheduled sampling feeds back its predictions unnoised
+        if self.hparams.scheduled_sampling["schedule"] == "none":
+            next_frames_pred, _ = self(inputs[:, :-1], actions[:, :-1])
+        else:
+            prob = true_frame_probability(self.hparams.scheduled_sampling, self.global_step)
+            self.log("train/teacher_forcing_prob", prob, on_step=True, on_epoch=False)
+            next_frames_pred = scheduled_rollout(self, inputs, actions[:, :-1], prob)
+        return self.objective(next_frames_pred, frames[:, 1:])
+
     def _per_step_update(self, batch) -> torch.Tensor:
         """The course's loop: predict one step, step the optimizer, detach the state, go on."""
         optimizer = self.optimizers()
         frames, actions = batch["frames"], batch["actions"]
+        inputs = self.noisy(frames)
         state, losses = None, []
         for t in range(frames.shape[1] - 1):
-            next_frame_pred, state = self(frames[:, t : t + 1], actions[:, t : t + 1], state)
-            loss = F.mse_loss(next_frame_pred, frames[:, t + 1 : t + 2])
+            next_frame_pred, state = self(inputs[:, t : t + 1], actions[:, t : t + 1], state)
+            loss = self.objective(next_frame_pred, frames[:, t + 1 : t + 2])
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -97,13 +133,35 @@ class WorldModel(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-def check_hparams(core: str, hidden_size: int, lr: float, protocol: str) -> None:
+def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
+                  encoder: str = "flat", frame_shape=(3, 32, 32), l1_weight: float = 0.0,
+                  scheduled_sampling: dict | None = None, input_noise: float = 0.0) -> None:
     """Refuse impossible settings before anything is built, naming the key."""
     if core not in CORES:
         raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
     if hidden_size <= 0:
         raise UserError(f"model.hidden_size: expected > 0, got {hidden_size}")
+    if core == "transformer" and hidden_size % 4:
+        raise UserError(f"model.hidden_size: the transformer's 4 heads need a multiple of 4, "
+                        f"got {hidden_size}")
     if not lr > 0:
         raise UserError(f"model.lr: expected > 0, got {lr}")
     if protocol not in PROTOCOLS:
         raise UserError(f"train.protocol: expected one of {', '.join(PROTOCOLS)}, got '{protocol}'")
+    if encoder not in FRAME_CODECS:
+        raise UserError(f"model.encoder: unknown encoder '{encoder}'; "
+                        f"available: {', '.join(sorted(FRAME_CODECS))}")
+    multiple = FRAME_CODECS[encoder][2]
+    if any(size % multiple for size in frame_shape[1:]):
+        raise UserError(f"model.encoder: '{encoder}' needs frame sides divisible by {multiple}, "
+                        f"got {list(frame_shape[1:])} (data.resolution)")
+    if not l1_weight >= 0:
+        raise UserError(f"model.l1_weight: expected >= 0, got {l1_weight}")
+    if not input_noise >= 0:
+        raise UserError(f"train.input_noise: expected >= 0, got {input_noise}")
+    schedule = scheduled_sampling or {"schedule": "none"}
+    check_schedule(schedule)
+    if protocol == "per_step" and schedule["schedule"] != "none":
+        raise UserError("train.scheduled_sampling.schedule: needs train.protocol=bptt "
+                        f"(per_step feeds one true frame per optimizer step), "
+                        f"got '{schedule['schedule']}' with per_step")

@@ -1,0 +1,234 @@
+"""The model and training options: encoders, residual decoding, the transformer's context, L1,
+scheduled sampling, input noise, their validation, and one real CLI run with all of them.
+
+The contract every core honours (shapes, state passing, learning) is in test_cores.py.
+"""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from world_models import rollout
+from world_models.errors import UserError
+from world_models.models.cores import CausalTransformer, build_core
+from world_models.models.frames import build_frame_codec
+from world_models.models.world_model import WorldModel
+from world_models.sampling import scheduled_rollout, true_frame_probability
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")  # no Trainer here
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+SHAPE = (3, 16, 16)
+
+
+def make_model(seed: int = 0, **options) -> WorldModel:
+    torch.manual_seed(seed)
+    return WorldModel(hidden_size=16, frame_shape=SHAPE, **options)
+
+
+def make_batch(B: int = 3, L: int = 6, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"frames": torch.rand(B, L, *SHAPE, generator=g),
+            "actions": torch.rand(B, L, 3, generator=g) * 2 - 1}
+
+
+# -- the transformer core ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("t", [0, 3, 6])
+def test_transformer_output_at_t_ignores_later_inputs(t):
+    core = build_core("transformer", 5, 16)
+    x = torch.randn(2, 8, 5)
+    later = x.clone()
+    later[:, t + 1 :] += torch.randn_like(later[:, t + 1 :])
+    with torch.no_grad():
+        y, y_later = core(x)[0], core(later)[0]
+    torch.testing.assert_close(y_later[:, : t + 1], y[:, : t + 1], rtol=0, atol=0)
+    assert not torch.allclose(y_later[:, t + 1 :], y[:, t + 1 :])  # later inputs do matter
+
+
+@pytest.mark.parametrize("T", [4, 11], ids=["fits", "slides"])
+def test_transformer_step_by_step_equals_one_call(T):
+    """Within max_context (4) and past it, where every step sees its own last 4 steps."""
+    torch.manual_seed(0)
+    core = CausalTransformer(5, 8, max_context=4)
+    x = torch.randn(2, T, 5)
+    with torch.no_grad():
+        y_full, _ = core(x)
+        state, steps = None, []
+        for t in range(T):
+            y, state = core(x[:, t : t + 1], state)
+            steps.append(y)
+            assert state[0].shape == (2, min(t + 1, 3), 8)  # at most max_context - 1 steps
+        y_window = core(x[:, -4:])[0][:, -1]  # the last step from its context alone
+    torch.testing.assert_close(torch.cat(steps, dim=1), y_full, **TOL)
+    torch.testing.assert_close(y_full[:, -1], y_window, **TOL)
+
+
+# -- frame encoders and decoders, residual -------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_conv_encoder_and_decoder_shapes(size):
+    encoder, decoder = build_frame_codec("conv", (3, size, size), hidden_size=128)
+    features = encoder(torch.rand(2, 5, 3, size, size))
+    assert features.shape == (2, 5, encoder.output_size) == (2, 5, 128)
+    assert decoder(torch.randn(2, 5, 128)).shape == (2, 5, 3, size, size)
+
+
+def test_conv_model_at_report_sizes_is_small():
+    model = WorldModel(core="builtin", hidden_size=128, encoder="conv", frame_shape=(3, 32, 32))
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+
+
+def test_flat_model_keeps_the_state_dict_of_older_checkpoints():
+    keys = set(make_model().state_dict())
+    assert keys == {"core.weight_ih_l0", "core.weight_hh_l0", "core.bias_ih_l0",
+                    "core.bias_hh_l0", "decoder.weight", "decoder.bias"}
+
+
+@pytest.mark.parametrize("encoder", ["flat", "conv"])
+@pytest.mark.parametrize("core", ["builtin", "gru", "transformer"])
+def test_untrained_residual_model_copies_the_last_frame(core, encoder):
+    batch = make_batch()
+    model = make_model(core=core, encoder=encoder, residual=True)
+    predicted = rollout.teacher_forcing(model, batch["frames"], batch["actions"][:, :-1])
+    torch.testing.assert_close(predicted, batch["frames"][:, :-1], rtol=0, atol=0)
+    plain = make_model(core=core, encoder=encoder)  # without residual, not a copy
+    assert not torch.allclose(rollout.teacher_forcing(plain, batch["frames"],
+                                                      batch["actions"][:, :-1]), predicted)
+
+
+@pytest.mark.parametrize("core,encoder,residual",
+                         [("gru", "conv", True), ("transformer", "flat", False)])
+def test_world_model_with_options_learns_a_batch(core, encoder, residual):
+    model, batch = make_model(core=core, encoder=encoder, residual=residual), make_batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = model.training_step(batch, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    # Random frames: a 16-feature conv model memorises them slowly, but it does.
+    assert losses[-1] < 0.85 * losses[0], losses
+
+
+def test_l1_weight_adds_the_mean_absolute_error():
+    batch = make_batch()
+    frames, actions = batch["frames"], batch["actions"]
+    model = make_model(l1_weight=0.5)
+    error = model(frames[:, :-1], actions[:, :-1])[0] - frames[:, 1:]  # [B, L-1, 3, H, W]
+    mse, mae = (error**2).mean(), error.abs().mean()
+    torch.testing.assert_close(model.training_step(batch, 0), mse + 0.5 * mae)
+    torch.testing.assert_close(model.window_loss(batch), mse)  # val/test stay plain MSE
+
+
+# -- scheduled sampling and noise ----------------------------------------------------------
+
+
+def test_linear_schedule_endpoints():
+    schedule = {"schedule": "linear", "start": 0.9, "end": 0.1, "decay_steps": 100}
+    got = [true_frame_probability(schedule, s) for s in (0, 50, 100, 1000)]
+    assert got == pytest.approx([0.9, 0.5, 0.1, 0.1])
+    assert true_frame_probability({"schedule": "none"}, 10**6) == 1.0
+
+
+@pytest.mark.parametrize("schedule", [
+    {"schedule": "linear", "start": 1.0, "end": 0.0, "decay_steps": 300},
+    {"schedule": "exponential", "start": 1.0, "end": 0.0, "k": 0.99},
+    {"schedule": "inverse_sigmoid", "start": 1.0, "end": 0.2, "k": 50},
+], ids=lambda s: s["schedule"])
+def test_schedules_fall_from_start_to_end(schedule):
+    probs = [true_frame_probability(schedule, step) for step in range(0, 10**5, 25)]
+    assert all(a >= b for a, b in zip(probs, probs[1:], strict=False))
+    assert probs[0] > probs[-1] == pytest.approx(schedule["end"], abs=1e-6)
+    assert probs[0] == pytest.approx(schedule["start"], abs=0.02)
+
+
+@pytest.mark.parametrize("core", ["builtin", "transformer"])
+def test_scheduled_rollout_at_1_and_0_is_teacher_forcing_and_autoregressive(core):
+    model, batch = make_model(core=core).eval(), make_batch()
+    frames, actions = batch["frames"], batch["actions"][:, :-1]
+    with torch.no_grad():
+        always_true = scheduled_rollout(model, frames, actions, 1.0)
+        never_true = scheduled_rollout(model, frames, actions, 0.0)
+        mixed = scheduled_rollout(model, frames, actions, 0.5, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(always_true, rollout.teacher_forcing(model, frames, actions), **TOL)
+    torch.testing.assert_close(never_true, rollout.autoregressive(model, frames, actions), **TOL)
+    assert not torch.allclose(mixed, always_true) and not torch.allclose(mixed, never_true)
+
+
+def test_input_noise_is_applied_in_training_only():
+    batch, noisy, clean = make_batch(), make_model(input_noise=0.1), make_model()
+    assert noisy.training_step(batch, 0) != noisy.training_step(batch, 0)
+    assert clean.training_step(batch, 0) == clean.training_step(batch, 0)
+    assert noisy.window_loss(batch) == noisy.window_loss(batch) == clean.window_loss(batch)
+    frames, actions = batch["frames"], batch["actions"][:, :-1]
+    assert torch.equal(rollout.autoregressive(noisy, frames, actions),
+                       rollout.autoregressive(clean, frames, actions))
+
+
+# -- validation ----------------------------------------------------------------------------
+
+LINEAR = {"schedule": "linear", "start": 1.0, "end": 0.0, "decay_steps": 10, "k": None}
+BAD = [
+    ({"encoder": "mlp"}, "model.encoder"),
+    ({"encoder": "conv", "frame_shape": (3, 20, 20)}, "model.encoder"),
+    ({"core": "transformer", "hidden_size": 10}, "model.hidden_size"),
+    ({"l1_weight": -0.1}, "model.l1_weight"),
+    ({"input_noise": -0.01}, "train.input_noise"),
+    ({"scheduled_sampling": {**LINEAR, "schedule": "cosine"}}, "train.scheduled_sampling.schedule"),
+    ({"scheduled_sampling": {**LINEAR, "start": 1.5}}, "train.scheduled_sampling.start"),
+    ({"scheduled_sampling": {**LINEAR, "decay_steps": 0}}, "train.scheduled_sampling.decay_steps"),
+    ({"scheduled_sampling": {**LINEAR, "schedule": "exponential"}}, "train.scheduled_sampling.k"),
+    ({"scheduled_sampling": {**LINEAR, "schedule": "inverse_sigmoid", "k": 0.5}},
+     "train.scheduled_sampling.k"),
+    ({"scheduled_sampling": {**LINEAR, "warmup": 3}}, "train.scheduled_sampling.warmup"),
+    ({"scheduled_sampling": LINEAR, "protocol": "per_step"}, "train.scheduled_sampling.schedule"),
+]
+
+
+@pytest.mark.parametrize("options,key", BAD, ids=[key for _, key in BAD])
+def test_bad_options_are_refused_naming_the_key(options, key):
+    options = {"frame_shape": SHAPE, **options}
+    with pytest.raises(UserError, match=f"^{key}: ") as err:
+        WorldModel(**options)
+    assert "\n" not in str(err.value)
+
+
+# -- the real command line -----------------------------------------------------------------
+
+
+def train(run_cli, tiny_data, run_dir, *overrides):
+    return run_cli("train.py", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
+                   f"hydra.run.dir={run_dir}", "model.hidden_size=16", *overrides)
+
+
+def test_cli_run_with_every_option(run_cli, tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = train(run_cli, tiny_data, run_dir, "model=transformer", "model.encoder=conv",
+                 "model.residual=true", "model.l1_weight=0.1",
+                 "train.scheduled_sampling.schedule=linear", "train.input_noise=0.01",
+                 "trainer.max_epochs=1", "trainer.log_every_n_steps=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["core"] == "transformer" and math.isfinite(results["test_mse"])
+    model = WorldModel.load_from_checkpoint(results["checkpoint"], map_location="cpu")
+    assert (model.hparams.encoder, model.hparams.residual) == ("conv", True)
+    assert model.hparams.scheduled_sampling["schedule"] == "linear"
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        probs = [float(r["train/teacher_forcing_prob"]) for r in csv.DictReader(f)
+                 if r.get("train/teacher_forcing_prob")]
+    assert probs and all(0.99 < p <= 1.0 for p in probs)  # 10000 decay steps, a few taken
+
+
+def test_cli_refuses_a_bad_schedule_in_one_line(run_cli, tiny_data, tmp_path):
+    proc = train(run_cli, tiny_data, tmp_path / "run", "experiment=task1",
+                 "train.scheduled_sampling.schedule=linear")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: train.scheduled_sampling.schedule: needs train.protocol=bptt")

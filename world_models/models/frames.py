@@ -1,0 +1,103 @@
+"""Frame encoders and decoders: frames [B, T, 3, H, W] <-> feature vectors [B, T, F].
+
+``model.encoder`` picks a pair::
+
+    encoder, decoder = build_frame_codec(name, frame_shape=(3, H, W), hidden_size=Hd)
+    features = encoder(frames)  # [B, T, 3, H, W] -> [B, T, encoder.output_size]
+    frames = decoder(hidden)    # [B, T, Hd] -> [B, T, 3, H, W]
+
+``flat`` is the course report's: the flattened frame in, one linear layer out. ``conv`` is a
+small convolutional pair (0.93M parameters at 32x32 with hidden 128 and an LSTM core).
+``decoder.zero_output_()`` zeroes the last layer, so a residual model starts as copy-last.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+
+class FlatEncoder(nn.Module):
+    """The frame's pixels as one vector; no parameters."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int) -> None:
+        super().__init__()
+        self.output_size = math.prod(frame_shape)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return frames.flatten(start_dim=2)  # [B, T, 3HW]
+
+
+class FlatDecoder(nn.Linear):
+    """One linear layer to every pixel. Subclassing nn.Linear keeps the state dict keys
+    (``decoder.weight``, ``decoder.bias``) of checkpoints made before encoders were options."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int) -> None:
+        super().__init__(hidden_size, math.prod(frame_shape))
+        self.frame_shape = tuple(frame_shape)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return super().forward(hidden).unflatten(-1, self.frame_shape)  # [B, T, 3, H, W]
+
+    def zero_output_(self) -> None:
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+
+class ConvEncoder(nn.Module):
+    """Three stride-2 convolutions (3 -> 32 -> 64 -> 64 channels, H/8 x W/8), then a linear
+    layer to a vector of hidden_size features. The third convolution keeps that linear layer
+    small: 64 x 4 x 4 inputs at 32x32 instead of 64 x 8 x 8."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int) -> None:
+        super().__init__()
+        channels, height, width = frame_shape
+        self.output_size = hidden_size
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 32, 4, stride=2, padding=1), nn.ReLU(),  # [N, 32, H/2, W/2]
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),  # [N, 64, H/4, W/4]
+            nn.Conv2d(64, 64, 4, stride=2, padding=1), nn.ReLU(),  # [N, 64, H/8, W/8]
+            nn.Flatten(),
+            nn.Linear(64 * (height // 8) * (width // 8), hidden_size), nn.ReLU(),
+        )
+
+    def forward(self, frames: Tensor) -> Tensor:
+        B, T = frames.shape[:2]
+        return self.net(frames.flatten(0, 1)).unflatten(0, (B, T))  # [B, T, F]
+
+
+class ConvDecoder(nn.Module):
+    """A linear layer to 64 x H/4 x W/4, then two stride-2 transposed convolutions to 3 x H x W."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int) -> None:
+        super().__init__()
+        channels, height, width = frame_shape
+        self.net = nn.Sequential(
+            nn.Linear(hidden_size, 64 * (height // 4) * (width // 4)), nn.ReLU(),
+            nn.Unflatten(1, (64, height // 4, width // 4)),  # [N, 64, H/4, W/4]
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),  # [N, 32, H/2, W/2]
+            nn.ConvTranspose2d(32, channels, 4, stride=2, padding=1),  # [N, 3, H, W]
+        )
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        B, T = hidden.shape[:2]
+        return self.net(hidden.flatten(0, 1)).unflatten(0, (B, T))  # [B, T, 3, H, W]
+
+    def zero_output_(self) -> None:
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+
+# name -> (encoder, decoder, the multiple that frame height and width must be)
+FRAME_CODECS: dict[str, tuple[type[nn.Module], type[nn.Module], int]] = {
+    "flat": (FlatEncoder, FlatDecoder, 1),
+    "conv": (ConvEncoder, ConvDecoder, 8),
+}
+
+
+def build_frame_codec(name: str, frame_shape: tuple[int, int, int],
+                      hidden_size: int) -> tuple[nn.Module, nn.Module]:
+    """The encoder and decoder called ``name`` (a key of :data:`FRAME_CODECS`)."""
+    encoder, decoder, _ = FRAME_CODECS[name]
+    return encoder(frame_shape, hidden_size), decoder(frame_shape, hidden_size)

@@ -1,0 +1,92 @@
+"""Scheduled sampling (Bengio et al. 2015): train on the true frames and, more and more, on the
+model's own predictions, so that it learns to continue from what it paints in a rollout.
+
+``true_frame_probability(schedule, step)`` is the probability of feeding the true frame at a
+global step; ``scheduled_rollout`` runs a window step by step and, per sequence and step, feeds
+the true frame with that probability and the model's previous prediction otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from world_models.errors import UserError
+
+SCHEDULES = ("none", "linear", "exponential", "inverse_sigmoid")
+KEYS = ("schedule", "start", "end", "decay_steps", "k")
+PREFIX = "train.scheduled_sampling"
+
+
+def true_frame_probability(schedule: Mapping, step: int) -> float:
+    """The probability of feeding the true frame at global step ``step``, from start to end::
+
+        none             1
+        linear           start -> end over decay_steps steps, then end
+        exponential      end + (start - end) * k**step                    (0 < k < 1)
+        inverse_sigmoid  end + (start - end) * k / (k + exp(step / k))    (k >= 1)
+    """
+    name = schedule.get("schedule", "none")
+    if name == "none":
+        return 1.0
+    start, end = float(schedule["start"]), float(schedule["end"])
+    if name == "linear":
+        done = min(step / schedule["decay_steps"], 1.0)
+    elif name == "exponential":
+        done = 1.0 - schedule["k"] ** step
+    else:
+        k = schedule["k"]
+        done = 1.0 - k / (k + math.exp(min(step / k, 700.0)))  # exp overflows past ~709
+    return start + (end - start) * done
+
+
+def check_schedule(schedule: Mapping) -> None:
+    """Refuse a schedule that cannot be drawn from, naming the key."""
+    unknown = sorted(set(schedule) - set(KEYS))
+    if unknown:
+        raise UserError(f"{PREFIX}.{unknown[0]}: unknown key; expected {', '.join(KEYS)}")
+    name = schedule.get("schedule", "none")
+    if name not in SCHEDULES:
+        raise UserError(f"{PREFIX}.schedule: expected one of {', '.join(SCHEDULES)}, "
+                        f"got '{name}'")
+    if name == "none":
+        return
+    for key in ("start", "end"):
+        value = schedule.get(key)
+        if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise UserError(f"{PREFIX}.{key}: expected a probability in [0, 1], got {value}")
+    decay_steps, k = schedule.get("decay_steps"), schedule.get("k")
+    if name == "linear" and not (isinstance(decay_steps, int | float) and decay_steps > 0):
+        raise UserError(f"{PREFIX}.decay_steps: expected > 0 for linear, got {decay_steps}")
+    if name == "exponential" and not (isinstance(k, int | float) and 0 < k < 1):
+        raise UserError(f"{PREFIX}.k: expected 0 < k < 1 for exponential "
+                        f"(e.g. 0.9997), got {k}")
+    if name == "inverse_sigmoid" and not (isinstance(k, int | float) and k >= 1):
+        raise UserError(f"{PREFIX}.k: expected k >= 1 for inverse_sigmoid (e.g. 2000), got {k}")
+
+
+def scheduled_rollout(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,
+                      prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Predict frames 1..T of frames [B, T+1, 3, H, W] under actions [B, T, A], step by step.
+
+    Frame 0 is always the true one; from step 1 on each sequence draws (from ``generator``, on
+    the CPU) whether to see the true frame t (probability ``prob``) or its own prediction of
+    it, clamped to [0, 1] as in rollout.autoregressive. Returns [B, T, 3, H, W], unclamped, with
+    gradients: through the core's state across steps, but not through the fed-back frames.
+    """
+    B, T = actions.shape[:2]
+    frame, state, predictions = frames[:, :1], None, []  # [B, 1, 3, H, W]
+    for t in range(T):
+        if t > 0:
+            use_true = torch.rand(B, generator=generator) < prob  # [B], one draw per sequence
+            # Detached, as is common: the prediction is fed back as an input the model must
+            # cope with, not as a path for gradients, which keeps the step cheap.
+            own = predictions[-1].detach().clamp(0.0, 1.0)  # [B, 1, 3, H, W]
+            frame = torch.where(use_true.to(frames.device).view(B, 1, 1, 1, 1),
+                                frames[:, t : t + 1], own)
+        next_frame, state = model(frame, actions[:, t : t + 1], state)
+        predictions.append(next_frame)
+    return torch.cat(predictions, dim=1)  # [B, T, 3, H, W]
