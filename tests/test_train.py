@@ -316,3 +316,11 @@ def test_checkpoint_of_another_size_does_not_fit(train, runs, tmp_path):
     proc = train(tmp_path / "run", "model.hidden_size=32",
                  f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
     refused(proc, "ckpt_path", "does not fit")
+
+
+def test_bad_setting_is_refused_before_any_data_is_collected(run_cli, tmp_path):
+    data_dir = tmp_path / "never"
+    proc = run_cli("train.py", f"data.dir={data_dir}", "model.hidden_size=0",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    refused(proc, "model.hidden_size")
+    assert not data_dir.exists()

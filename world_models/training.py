@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from world_models.data.datamodule import CarRacingDataModule
 from world_models.errors import UserError
 from world_models.metrics import window_baselines
-from world_models.models.world_model import WorldModel
+from world_models.models.world_model import WorldModel, check_hparams
 
 
 class Throughput(Callback):
@@ -89,8 +89,14 @@ def check_checkpoint(path, model: WorldModel) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
+    """Refuse impossible settings before data is collected or anything is built."""
     if int(cfg.trainer.max_epochs) < 1:
         raise UserError(f"trainer.max_epochs: expected >= 1, got {cfg.trainer.max_epochs}")
+    m, size = cfg.model, int(cfg.data.resolution)
+    check_hparams(m.core, m.hidden_size, m.lr, cfg.train.protocol, encoder=m.encoder,
+                  frame_shape=(3, size, size), l1_weight=m.l1_weight,
+                  scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
+                  input_noise=cfg.train.input_noise)
 
 
 def train(cfg: DictConfig) -> dict:
