@@ -15,7 +15,7 @@ HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=%,$(MAKEOVERR
 
 export SDL_VIDEODRIVER ?= dummy
 
-.PHONY: install data train evaluate report sweep bench test test-all lint clean
+.PHONY: install data train evaluate report compare sweep bench test test-all lint clean
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ evaluate: $(STAMP)
 
 report: $(STAMP)
 	$(PY) -m world_models.report $(if $(RUNS),--runs '$(RUNS)') $(HYDRA_ARGS)
+
+compare: $(STAMP)
+	$(PY) -m world_models.compare $(HYDRA_ARGS)
 
 sweep: $(STAMP)
 	$(PY) train.py -m model=builtin,scratch seed=0,1,2 group=sweep $(HYDRA_ARGS)
