@@ -8,10 +8,12 @@ PY := $(VENV)/bin/python
 # A CPU build of torch installs in seconds here; set TORCH=torch (or torch==X+cu124 with
 # PIP_EXTRA_INDEX_URL) to get a CUDA build on a GPU machine.
 TORCH ?= torch==2.13.0
+# Where make report and make compare write their markdown and figures.
+OUT ?= reports
 STAMP := $(VENV)/.installed-$(subst =,_,$(subst +,_,$(TORCH)))
 
 # key=value words on the command line become Hydra overrides.
-HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=%,$(MAKEOVERRIDES)),'$(v)')
+HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=% OUT=%,$(MAKEOVERRIDES)),'$(v)')
 
 export SDL_VIDEODRIVER ?= dummy
 
@@ -35,10 +37,10 @@ evaluate: $(STAMP)
 	$(PY) evaluate.py ckpt=$(CKPT) $(HYDRA_ARGS)
 
 report: $(STAMP)
-	$(PY) -m world_models.report $(if $(RUNS),--runs '$(RUNS)') $(HYDRA_ARGS)
+	$(PY) -m world_models.report --out '$(OUT)' $(if $(RUNS),--runs '$(RUNS)') $(HYDRA_ARGS)
 
 compare: $(STAMP)
-	$(PY) -m world_models.compare $(HYDRA_ARGS)
+	$(PY) -m world_models.compare --out '$(OUT)' $(HYDRA_ARGS)
 
 sweep: $(STAMP)
 	$(PY) train.py -m model=builtin,scratch seed=0,1,2 group=sweep $(HYDRA_ARGS)

@@ -41,7 +41,8 @@ def test_downsample_averages_blocks():
 
 def test_cli_collects_tiny_dataset_with_card(tmp_path):
     out = tmp_path / "tiny"
-    result = run(["-m", "world_models.collect", *TINY, f"data.dir={out}"])
+    result = run(["-m", "world_models.collect", *TINY, f"data.dir={out}",
+                  f"hydra.run.dir={tmp_path / 'log'}"])
     assert result.returncode == 0, result.stderr
     files = episode_files(out)
     assert len(files) == 5
@@ -82,7 +83,8 @@ def test_seed_changes_the_data(tmp_path):
 
 def test_interrupted_collection_resumes_to_the_same_dataset(tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=6", "collect.workers=1"]
+    args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=6", "collect.workers=1",
+            f"hydra.run.dir={tmp_path / 'log'}"]
     assert run([*args, f"data.dir={full}"]).returncode == 0
     proc = subprocess.Popen(
         [sys.executable, *args, f"data.dir={resumed}"],
@@ -137,7 +139,8 @@ def test_card_counts_motion(tmp_path):
     ],
 )
 def test_bad_collect_settings_exit_with_one_line(tmp_path, override, message):
-    result = run(["-m", "world_models.collect", *TINY, f"data.dir={tmp_path / 'd'}", override])
+    result = run(["-m", "world_models.collect", *TINY, f"data.dir={tmp_path / 'd'}", override,
+                  f"hydra.run.dir={tmp_path / 'log'}"])
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

@@ -113,6 +113,16 @@ def evaluate(root, data, ckpt, *overrides, name="eval"):
                 f"rollout.horizon={HORIZON}", f"hydra.run.dir={root / name}", *overrides])
 
 
+def test_evaluate_takes_the_training_runs_data_by_default(trained):
+    root, data, ckpt = trained
+    result = run(["evaluate.py", f"ckpt={ckpt}", f"rollout.horizon={HORIZON}",
+                  f"hydra.run.dir={root / 'eval_default_data'}"])
+    assert result.returncode == 0, result.stderr
+    assert f"data: {data} (from the training run" in result.stdout
+    summary = json.loads((root / "eval_default_data" / "summary.json").read_text())
+    assert summary["data_dir"] == str(data) and summary["data"]["split"] == [0.6, 0.2, 0.2]
+
+
 def test_evaluate_writes_every_artifact(trained):
     root, data, ckpt = trained
     result = evaluate(root, data, ckpt, "rollout.save_frames=true")

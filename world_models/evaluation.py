@@ -86,6 +86,31 @@ def warn_if_split_differs(ckpt, cfg: DictConfig) -> None:
                   f"data.{key}={trained.get(key)} ({run_config}); its {cfg.split} split may differ")
 
 
+def user_overrides() -> list[str] | None:
+    """The key=value words of this command line; None when called outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def with_training_data(cfg: DictConfig, overrides: list[str] | None) -> DictConfig:
+    """Take data.* from the checkpoint's training run unless the command line sets any.
+
+    The run's test split is only the one it held out with its own data.dir, split and
+    seed, so those are the right defaults; the run's config sits in <run>/.hydra/.
+    Called outside a command line (overrides None), `cfg` is taken as it is.
+    """
+    run_config = Path(cfg.ckpt).resolve().parent.parent / ".hydra" / "config.yaml"
+    if overrides is None or not run_config.is_file() or any(
+            word.split("=")[0].lstrip("+~").split(".")[0] == "data" for word in overrides):
+        return cfg
+    trained = OmegaConf.load(run_config).data
+    cfg = cfg.copy()
+    cfg.data = OmegaConf.merge(trained, {"collect": False})
+    print(f"data: {cfg.data.dir} (from the training run, {run_config}; set data.* to change)")
+    return cfg
+
+
 def select_sequences(datamodule, split: str, horizon: int) -> tuple[list[dict], int]:
     """Episodes of `split` with >= horizon steps; if none, the longest ones and their length."""
     names = SPLITS if split == "all" else (split,)
@@ -168,6 +193,7 @@ def evaluate(cfg: DictConfig) -> dict:
     check_config(cfg)
     out_dir = Path(cfg.paths.output_dir)
     model = load_model(cfg.ckpt)
+    cfg = with_training_data(cfg, user_overrides())
     datamodule = CarRacingDataModule.from_config(cfg)
     datamodule.prepare_data()
     datamodule.setup()

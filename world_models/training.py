@@ -173,5 +173,5 @@ def format_results(r: dict) -> str:
         f"best val MSE {best_val}"
         f"\nbaselines on the same test windows: copy last frame {b['copy_last']:.3g}, "
         f"mean training frame {b['mean_frame']:.3g}; the model {verdict} copying the last frame "
-        f"({r['ratio_to_copy_last']:.2f}x)"
+        f"({r['ratio_to_copy_last']:.3g}x)"
     )
