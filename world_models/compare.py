@@ -33,6 +33,7 @@ from world_models.report import evaluate, key_of, route, run
 # (ss, noise, both) = 7.5 s * (1.4 + 1 + 1.4) = 29 s on a flat winner, 2.9x that (82 s) on conv.
 # Start-up, test and a 150-step evaluation: ~30 s a run, 16 runs = 8 min. Two seeds, 18 epochs:
 # 2 * 18 * (49 + 29) s + 8 min = 55 min (flat winner), 2 * 18 * (49 + 82) s + 8 min = 87 min (conv).
+# Measured on 2026-11-28: 14 epochs took 63 min with a flat winner, so 18 take about 81 min.
 BUDGET = ("trainer.max_epochs=18",)
 STAGE1 = {
     "report": ["model=builtin"],
