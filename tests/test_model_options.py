@@ -1,4 +1,4 @@
-"""The model and training options: encoders, residual decoding, the transformer's context, L1,
+"""The model and training options: encoders, residual decoding, warps, the transformer's context, L1,
 scheduled sampling, input noise, their validation, and one real CLI run with all of them.
 
 The contract every core honours (shapes, state passing, learning) is in test_cores.py.
@@ -15,6 +15,7 @@ from world_models import rollout
 from world_models.errors import UserError
 from world_models.models.cores import CausalTransformer, build_core
 from world_models.models.frames import build_frame_codec
+from world_models.models.warps import build_warp
 from world_models.models.world_model import WorldModel
 from world_models.sampling import scheduled_rollout, true_frame_probability
 
@@ -127,6 +128,54 @@ def test_l1_weight_adds_the_mean_absolute_error():
     torch.testing.assert_close(model.window_loss(batch), mse)  # val/test stay plain MSE
 
 
+# -- warps: the next frame as the current one moved ----------------------------------------
+
+
+@pytest.mark.parametrize("warp", ["affine", "flow"])
+@pytest.mark.parametrize("core,encoder", [("builtin", "flat"), ("scratch", "conv")])
+def test_untrained_warp_model_copies_the_last_frame(core, encoder, warp):
+    batch = make_batch()
+    model = make_model(core=core, encoder=encoder, warp=warp)
+    predicted = rollout.teacher_forcing(model, batch["frames"], batch["actions"][:, :-1])
+    torch.testing.assert_close(predicted, batch["frames"][:, :-1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("warp", ["affine", "flow"])
+def test_warp_moves_pixels_by_what_its_head_says(warp):
+    """A head whose output is a shift of one pixel to the left shifts every row by one."""
+    module = build_warp(warp, SHAPE, hidden_size=4)
+    x_shift = slice(0, module.head.bias.numel() // 2) if warp == "flow" else 2  # x channel, t_x
+    with torch.no_grad():
+        module.head.bias[x_shift] += 2 / SHAPE[2]  # 1 pixel in normalised coordinates
+    frames = torch.rand(2, 3, *SHAPE)
+    moved = module(torch.zeros(2, 3, 4), frames)
+    torch.testing.assert_close(moved[..., :-1], frames[..., 1:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(moved[..., -1], frames[..., -1], rtol=0, atol=1e-5)  # border
+
+
+def sliding_batch(B: int = 4, L: int = 6) -> dict[str, torch.Tensor]:
+    """Frames that slide one pixel left per step: blobs of colour, no new content but the edge."""
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(B, 3, SHAPE[1] // 4, (SHAPE[2] + L) // 4 + 1, generator=g)
+    wide = torch.nn.functional.interpolate(coarse, scale_factor=4, mode="bilinear")
+    frames = torch.stack([wide[..., t : t + SHAPE[2]] for t in range(L)], dim=1)
+    return {"frames": frames.contiguous(), "actions": torch.zeros(B, L, 3)}
+
+
+@pytest.mark.parametrize("warp", ["affine", "flow"])
+def test_warp_model_learns_motion_that_copying_misses(warp):
+    model, batch = make_model(warp=warp), sliding_batch()
+    frames = batch["frames"]
+    copy_last = torch.nn.functional.mse_loss(frames[:, :-1], frames[:, 1:]).item()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        loss = model.training_step(batch, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert model.window_loss(batch).item() < 0.5 * copy_last
+
+
 # -- scheduled sampling and noise ----------------------------------------------------------
 
 
@@ -179,6 +228,7 @@ BAD = [
     ({"encoder": "mlp"}, "model.encoder"),
     ({"encoder": "conv", "frame_shape": (3, 20, 20)}, "model.encoder"),
     ({"core": "transformer", "hidden_size": 10}, "model.hidden_size"),
+    ({"warp": "perspective"}, "model.warp"),
     ({"l1_weight": -0.1}, "model.l1_weight"),
     ({"input_noise": -0.01}, "train.input_noise"),
     ({"scheduled_sampling": {**LINEAR, "schedule": "cosine"}}, "train.scheduled_sampling.schedule"),
@@ -211,14 +261,15 @@ def train(run_cli, tiny_data, run_dir, *overrides):
 def test_cli_run_with_every_option(run_cli, tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     proc = train(run_cli, tiny_data, run_dir, "model=transformer", "model.encoder=conv",
-                 "model.residual=true", "model.l1_weight=0.1",
+                 "model.residual=true", "model.warp=flow", "model.l1_weight=0.1",
                  "train.scheduled_sampling.schedule=linear", "train.input_noise=0.01",
                  "trainer.max_epochs=1", "trainer.log_every_n_steps=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["core"] == "transformer" and math.isfinite(results["test_mse"])
     model = WorldModel.load_from_checkpoint(results["checkpoint"], map_location="cpu")
-    assert (model.hparams.encoder, model.hparams.residual) == ("conv", True)
+    assert (model.hparams.encoder, model.hparams.residual, model.hparams.warp) == ("conv", True,
+                                                                                  "flow")
     assert model.hparams.scheduled_sampling["schedule"] == "linear"
     with open(run_dir / "csv" / "metrics.csv") as f:
         probs = [float(r["train/teacher_forcing_prob"]) for r in csv.DictReader(f)

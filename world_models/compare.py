@@ -3,9 +3,9 @@
     python -m world_models.compare [--seeds 0,1] [--out reports] [--dir DIR] [--stage1-only]
                                    [key=value ...]
 
-Stage 1 trains the report's model (flat encoder, nn.LSTM), the scratch core, residual, conv and
-the transformer; stage 2 adds scheduled sampling, input noise and both to the stage-1 variant
-(among report, scratch, residual, conv) with the lowest mean VALIDATION MSE, so that the test
+Stage 1 trains the report's model (flat encoder, nn.LSTM), the scratch core, residual, conv, the
+transformer and the two warps (affine, flow); stage 2 adds scheduled sampling, input noise and both
+to the stage-1 LSTM variant with the lowest mean VALIDATION MSE, so that the test
 split chooses nothing. Runs go to DIR/<variant>/seed<k>/ (default DIR: outputs/compare/<time>);
 one whose results.json and evaluate/summary.json exist is skipped, so the same --dir continues an
 interrupted comparison. key=value words are routed as by world_models.report (data* to both
@@ -27,22 +27,20 @@ from world_models.errors import UserError, exit_on_user_error
 from world_models.report import evaluate, key_of, route, run
 
 # The budget. The default dataset serves 360 training batches per epoch, which the flat LSTM
-# trains in ~7.5 s. Relative to it (plain-loop frames/s, 1 thread) scratch and residual cost the
-# same, the transformer 4410/7309 = 0.6x, conv 4410/1523 = 2.9x, scheduled sampling
-# 4410/3144 = 1.4x. Per epoch and seed: stage 1 = 7.5 s * (3 + 0.6 + 2.9) = 49 s; stage 2
-# (ss, noise, both) = 7.5 s * (1.4 + 1 + 1.4) = 29 s on a flat winner, 2.9x that (82 s) on conv.
-# Start-up, test and a 150-step evaluation: ~30 s a run, 16 runs = 8 min. Two seeds, 18 epochs:
-# 2 * 18 * (49 + 29) s + 8 min = 55 min (flat winner), 2 * 18 * (49 + 82) s + 8 min = 87 min (conv).
-# Measured on 2026-11-28: 14 epochs took 63 min with a flat winner, so 18 take about 81 min.
-BUDGET = ("trainer.max_epochs=18",)
+# trains in ~7.5 s. Measured on 2026-11-28 with the five variants before the warps: 14 epochs took
+# 63 min with a flat stage-2 base. The warps cost about 1.3x the flat LSTM an epoch, and the flow
+# warp (the likely base) makes stage 2 cost as much, so 12 epochs take roughly 80 min.
+BUDGET = ("trainer.max_epochs=12",)
 STAGE1 = {
     "report": ["model=builtin"],
     "scratch": ["model=scratch"],
     "residual": ["model=builtin", "model.residual=true"],
     "conv": ["model=builtin", "model.encoder=conv", "model.residual=true"],
     "transformer": ["model=transformer", "model.residual=true"],
+    "affine": ["model=builtin", "model.warp=affine"],
+    "flow": ["model=builtin", "model.warp=flow"],
 }
-CANDIDATES = ("report", "scratch", "residual", "conv")  # stage 2 builds on one of these
+CANDIDATES = ("report", "scratch", "residual", "conv", "affine", "flow")  # stage 2 builds on one
 SS_FRACTION = 0.6  # scheduled sampling reaches p(true frame) = 0 after 60% of the steps
 INPUT_NOISE = 0.02
 SS = "train.scheduled_sampling"

@@ -181,7 +181,9 @@ def write(runs: dict[str, list[dict]], out: Path, info: dict) -> Path:
         "report: the course model (flat encoder, nn.LSTM); scratch: the LSTM from its gate "
         "equations; residual: report + `model.residual=true`; conv: report + "
         "`model.encoder=conv model.residual=true` (conv uses residual); transformer: "
-        "`model=transformer model.residual=true` (the transformer uses residual too).", "",
+        "`model=transformer model.residual=true` (the transformer uses residual too); affine, "
+        "flow: report + `model.warp=affine|flow` (the current frame moved by a predicted affine "
+        "map or coarse displacement field, plus a residual change).", "",
         f"Stage 2 {'builds' if ran_stage2 else 'was not run; it would build'} on **{best}**, "
         "the stage-1 variant with the lowest mean best validation MSE over seeds (validation, "
         f"not test, so the test split chooses nothing): {candidates}. +ss: scheduled sampling "

@@ -94,7 +94,7 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"trainer.max_epochs: expected >= 1, got {cfg.trainer.max_epochs}")
     m, size = cfg.model, int(cfg.data.resolution)
     check_hparams(m.core, m.hidden_size, m.lr, cfg.train.protocol, encoder=m.encoder,
-                  frame_shape=(3, size, size), l1_weight=m.l1_weight,
+                  frame_shape=(3, size, size), warp=m.warp, l1_weight=m.l1_weight,
                   scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
                   input_noise=cfg.train.input_noise)
 

@@ -3,7 +3,7 @@
 By default as in the course report: the frame is flattened and concatenated with the action,
 a recurrent core carries the state, a linear decoder paints the next frame. Options
 (model.*, train.*): a convolutional encoder/decoder, a residual decoder (next = current +
-change), an L1 term, scheduled sampling and input noise in training.
+change), a warp decoder (next = the current frame moved by a predicted warp + change), an L1 term, scheduled sampling and input noise in training.
 """
 
 import lightning as L
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from world_models.errors import UserError
 from world_models.models.cores import CORES, build_core
 from world_models.models.frames import FRAME_CODECS, build_frame_codec
+from world_models.models.warps import WARPS, build_warp
 from world_models.sampling import check_schedule, scheduled_rollout, true_frame_probability
 
 PROTOCOLS = ("bptt", "per_step")
@@ -33,6 +34,7 @@ class WorldModel(L.LightningModule):
         protocol: str = "bptt",
         encoder: str = "flat",
         residual: bool = False,
+        warp: str = "none",
         l1_weight: float = 0.0,
         scheduled_sampling: dict | None = None,
         input_noise: float = 0.0,
@@ -40,14 +42,15 @@ class WorldModel(L.LightningModule):
         super().__init__()
         scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
         check_hparams(core, hidden_size, lr, protocol, encoder=encoder, frame_shape=frame_shape,
-                      l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
+                      warp=warp, l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
                       input_noise=input_noise)
         # Only plain values are saved, so load_from_checkpoint rebuilds the core.
         self.save_hyperparameters()
         self.frame_shape = tuple(frame_shape)
         self.encoder, self.decoder = build_frame_codec(encoder, self.frame_shape, hidden_size)
         self.core = build_core(core, self.encoder.output_size + action_size, hidden_size)
-        if residual:  # an untrained residual model copies the last frame
+        self.warp = build_warp(warp, self.frame_shape, hidden_size)
+        if residual or self.warp is not None:  # an untrained residual model copies the last frame
             self.decoder.zero_output_()
         # per_step reproduces the course's loop: an optimizer step after every time step.
         self.automatic_optimization = protocol == "bptt"
@@ -57,7 +60,10 @@ class WorldModel(L.LightningModule):
         inputs = torch.cat([self.encoder(frames), actions], dim=-1)  # [B, T, F + A]
         features, state = self.core(inputs, state)  # [B, T, hidden]
         next_frames = self.decoder(features)  # [B, T, 3, H, W]
-        if self.hparams.residual:  # on the frame the model was given (noisy, in training)
+        # The change is added to the frame the model was given (noisy, in training), warped.
+        if self.warp is not None:
+            next_frames = self.warp(features, frames) + next_frames
+        elif self.hparams.residual:
             next_frames = frames + next_frames
         return next_frames, state
 
@@ -134,7 +140,7 @@ class WorldModel(L.LightningModule):
 
 
 def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
-                  encoder: str = "flat", frame_shape=(3, 32, 32), l1_weight: float = 0.0,
+                  encoder: str = "flat", frame_shape=(3, 32, 32), warp: str = "none", l1_weight: float = 0.0,
                   scheduled_sampling: dict | None = None, input_noise: float = 0.0) -> None:
     """Refuse impossible settings before anything is built, naming the key."""
     if core not in CORES:
@@ -155,6 +161,8 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
     if any(size % multiple for size in frame_shape[1:]):
         raise UserError(f"model.encoder: '{encoder}' needs frame sides divisible by {multiple}, "
                         f"got {list(frame_shape[1:])} (data.resolution)")
+    if warp not in WARPS:
+        raise UserError(f"model.warp: unknown warp '{warp}'; available: {', '.join(WARPS)}")
     if not l1_weight >= 0:
         raise UserError(f"model.l1_weight: expected >= 0, got {l1_weight}")
     if not input_noise >= 0:

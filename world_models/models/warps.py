@@ -1,0 +1,75 @@
+"""Decoders that move pixels rather than paint them: the next frame as the current one, warped.
+
+Between two CarRacing frames the car stays centred while the scene shifts and turns under it,
+so a warp of the current frame says most of what changes in a few numbers (as in Finn et al.
+2016's transformation-based video prediction). ``model.warp`` picks one::
+
+    warp = build_warp(name, frame_shape=(3, H, W), hidden_size=Hd)
+    warped = warp(hidden, frames)  # [B, T, Hd], [B, T, 3, H, W] -> [B, T, 3, H, W]
+
+``affine`` predicts the 6 numbers of an affine map (rotation, shift, zoom, shear); ``flow``
+predicts a coarse field of pixel displacements (2 x H/4 x W/4, upsampled). Both start as the
+identity, so an untrained warp model copies the last frame; the model's residual decoder then
+paints what no warp explains (new track at the edges, the indicator bar).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _resample(frames: Tensor, grid: Tensor) -> Tensor:
+    """frames [N, C, H, W] sampled at grid [N, H, W, 2] (x, y in [-1, 1]); edges repeat."""
+    return F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class AffineWarp(nn.Module):
+    """A linear head from the core's state to a 2x3 affine map of output to input coordinates."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int) -> None:
+        super().__init__()
+        self.frame_shape = tuple(frame_shape)
+        self.head = nn.Linear(hidden_size, 6)
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():
+            self.head.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))  # the identity
+
+    def forward(self, hidden: Tensor, frames: Tensor) -> Tensor:
+        B, T = hidden.shape[:2]
+        theta = self.head(hidden).reshape(B * T, 2, 3)
+        flat = frames.flatten(0, 1)  # [BT, 3, H, W]
+        grid = F.affine_grid(theta, list(flat.shape), align_corners=False)  # [BT, H, W, 2]
+        return _resample(flat, grid).unflatten(0, (B, T))
+
+
+class FlowWarp(nn.Module):
+    """A linear head from the core's state to a displacement field at a quarter of the frame's
+    resolution, upsampled bilinearly and added to the identity sampling grid."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int) -> None:
+        super().__init__()
+        _, height, width = self.frame_shape = tuple(frame_shape)
+        self.coarse = (max(1, height // 4), max(1, width // 4))
+        self.head = nn.Linear(hidden_size, 2 * self.coarse[0] * self.coarse[1])
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        identity = F.affine_grid(torch.eye(2, 3)[None], [1, 1, height, width], align_corners=False)
+        self.register_buffer("identity", identity, persistent=False)  # [1, H, W, 2]
+
+    def forward(self, hidden: Tensor, frames: Tensor) -> Tensor:
+        B, T = hidden.shape[:2]
+        flow = self.head(hidden).reshape(B * T, 2, *self.coarse)
+        flow = F.interpolate(flow, size=self.frame_shape[1:], mode="bilinear", align_corners=False)
+        grid = self.identity + flow.permute(0, 2, 3, 1)  # [BT, H, W, 2]
+        return _resample(frames.flatten(0, 1), grid).unflatten(0, (B, T))
+
+
+WARPS: dict[str, type[nn.Module] | None] = {"none": None, "affine": AffineWarp, "flow": FlowWarp}
+
+
+def build_warp(name: str, frame_shape: tuple[int, int, int], hidden_size: int) -> nn.Module | None:
+    """The warp called ``name`` (a key of :data:`WARPS`); None for ``none``."""
+    warp = WARPS[name]
+    return None if warp is None else warp(frame_shape, hidden_size)
