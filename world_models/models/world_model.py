@@ -3,7 +3,8 @@
 By default as in the course report: the frame is flattened and concatenated with the action,
 a recurrent core carries the state, a linear decoder paints the next frame. Options
 (model.*, train.*): a convolutional encoder/decoder, a residual decoder (next = current +
-change), a warp decoder (next = the current frame moved by a predicted warp + change), an L1 term, scheduled sampling and input noise in training.
+change), a warp (next = the current frame moved by a predicted warp + change), an L1 term,
+scheduled sampling and input noise in training.
 """
 
 import lightning as L
@@ -140,8 +141,9 @@ class WorldModel(L.LightningModule):
 
 
 def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
-                  encoder: str = "flat", frame_shape=(3, 32, 32), warp: str = "none", l1_weight: float = 0.0,
-                  scheduled_sampling: dict | None = None, input_noise: float = 0.0) -> None:
+                  encoder: str = "flat", frame_shape=(3, 32, 32), warp: str = "none",
+                  l1_weight: float = 0.0, scheduled_sampling: dict | None = None,
+                  input_noise: float = 0.0) -> None:
     """Refuse impossible settings before anything is built, naming the key."""
     if core not in CORES:
         raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
