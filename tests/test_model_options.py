@@ -281,16 +281,18 @@ def test_cli_run_with_every_option(run_cli, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    ([], ("builtin", "flow", "bptt", "linear")),  # the make compare winner
-    (["experiment=task1"], ("builtin", "none", "per_step", "none")),  # the course's setups
-    (["experiment=task2"], ("scratch", "none", "per_step", "none")),
-    (["model=scratch"], ("scratch", "none", "bptt", "linear")),
+    ([], ("builtin", "flow", "bptt", "linear", 0.02, 30)),  # the make compare winner, ~15 min
+    (["experiment=task1"], ("builtin", "none", "per_step", "none", 0.0, 50)),  # the course's
+    (["experiment=task2"], ("scratch", "none", "per_step", "none", 0.0, 50)),
+    (["model=scratch"], ("scratch", "none", "bptt", "linear", 0.02, 30)),
 ])
 def test_default_config_is_the_winner_and_the_course_setups_stay(overrides, expected):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     schedule = cfg.train.scheduled_sampling.schedule
-    assert (cfg.model.core, cfg.model.warp, cfg.train.protocol, schedule) == expected
+    got = (cfg.model.core, cfg.model.warp, cfg.train.protocol, schedule, cfg.train.input_noise,
+           cfg.trainer.max_epochs)
+    assert got == expected
     check_config(cfg)  # and each is a valid setting
 
 
