@@ -61,6 +61,11 @@ def test_stage2_words_and_merge():
     assert "train.scheduled_sampling.decay_steps=600" in variants["conv+ss+noise"]
     assert "train.input_noise=0.02" in variants["conv+ss+noise"]
     assert "model.encoder=conv" in variants["conv+noise"]
+    # stage 1 is plain whatever train.yaml's defaults; each technique replaces its own part
+    teacher_forced, clean = compare.PLAIN
+    assert all(set(compare.PLAIN) <= set(words) for words in compare.STAGE1.values())
+    assert teacher_forced in variants["conv+noise"] and teacher_forced not in variants["conv+ss"]
+    assert clean in variants["conv+ss"] and clean not in variants["conv+noise"]
     # one word per key, the later list's winning (the user's budget over the default)
     assert compare.merge(compare.BUDGET, ["trainer.max_epochs=1", "data=tiny"]) == [
         "trainer.max_epochs=1", "data=tiny"]

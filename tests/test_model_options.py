@@ -1,5 +1,5 @@
-"""The model and training options: encoders, residual decoding, warps, the transformer's context, L1,
-scheduled sampling, input noise, their validation, and one real CLI run with all of them.
+"""The model and training options: encoders, residual decoding, warps, the transformer's context,
+L1, scheduled sampling, input noise, their validation, and one real CLI run with all of them.
 
 The contract every core honours (shapes, state passing, learning) is in test_cores.py.
 """
@@ -10,7 +10,9 @@ import math
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
+from tests.helpers import ROOT
 from world_models import rollout
 from world_models.errors import UserError
 from world_models.models.cores import CausalTransformer, build_core
@@ -18,6 +20,7 @@ from world_models.models.frames import build_frame_codec
 from world_models.models.warps import build_warp
 from world_models.models.world_model import WorldModel
 from world_models.sampling import scheduled_rollout, true_frame_probability
+from world_models.training import check_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")  # no Trainer here
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -275,6 +278,22 @@ def test_cli_run_with_every_option(run_cli, tiny_data, tmp_path):
         probs = [float(r["train/teacher_forcing_prob"]) for r in csv.DictReader(f)
                  if r.get("train/teacher_forcing_prob")]
     assert probs and all(0.99 < p <= 1.0 for p in probs)  # 10000 decay steps, a few taken
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ([], ("builtin", "flow", "bptt", "linear", 0.02, 30)),  # the make compare winner, ~15 min
+    (["experiment=task1"], ("builtin", "none", "per_step", "none", 0.0, 50)),  # the course's
+    (["experiment=task2"], ("scratch", "none", "per_step", "none", 0.0, 50)),
+    (["model=scratch"], ("scratch", "none", "bptt", "linear", 0.02, 30)),
+])
+def test_default_config_is_the_winner_and_the_course_setups_stay(overrides, expected):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    schedule = cfg.train.scheduled_sampling.schedule
+    got = (cfg.model.core, cfg.model.warp, cfg.train.protocol, schedule, cfg.train.input_noise,
+           cfg.trainer.max_epochs)
+    assert got == expected
+    check_config(cfg)  # and each is a valid setting
 
 
 def test_cli_refuses_a_bad_schedule_in_one_line(run_cli, tiny_data, tmp_path):

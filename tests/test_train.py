@@ -253,7 +253,8 @@ def test_multirun_over_both_cores(runs):
 
 def test_resume_equals_an_uninterrupted_run(train, runs, tmp_path):
     """A: 2 epochs in one go (the W&B run: logging must not change the numbers either);
-    B: epoch 1 only; C: B's last.ckpt resumed to epoch 2 in a new run dir. C must equal A."""
+    B: epoch 1 only; C: B's last.ckpt resumed to epoch 2 in a new run dir. C must equal A,
+    though the default training draws input noise and scheduled sampling's choices."""
     a, proc_a = runs("builtin-bptt-wandb")
     b, proc_b = runs("resume-first-epoch")
     ok(proc_a)

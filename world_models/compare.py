@@ -24,21 +24,23 @@ import torch
 
 from world_models import comparison
 from world_models.errors import UserError, exit_on_user_error
-from world_models.report import evaluate, key_of, route, run
+from world_models.report import evaluate, key_of, merge, route, run
 
 # The budget. The default dataset serves 360 training batches per epoch, which the flat LSTM
 # trains in ~7.5 s. Measured on 2026-11-28 with the five variants before the warps: 14 epochs took
 # 63 min with a flat stage-2 base. The warps cost about 1.3x the flat LSTM an epoch, and the flow
 # warp (the likely base) makes stage 2 cost as much, so 12 epochs take roughly 80 min.
 BUDGET = ("trainer.max_epochs=12",)
+# Stage 1 trains on clean inputs with teacher forcing, whatever train.yaml's defaults are.
+PLAIN = ("train.scheduled_sampling.schedule=none", "train.input_noise=0")
 STAGE1 = {
-    "report": ["model=builtin"],
-    "scratch": ["model=scratch"],
-    "residual": ["model=builtin", "model.residual=true"],
-    "conv": ["model=builtin", "model.encoder=conv", "model.residual=true"],
-    "transformer": ["model=transformer", "model.residual=true"],
-    "affine": ["model=builtin", "model.warp=affine"],
-    "flow": ["model=builtin", "model.warp=flow"],
+    "report": ["model=builtin", *PLAIN],
+    "scratch": ["model=scratch", *PLAIN],
+    "residual": ["model=builtin", "model.residual=true", *PLAIN],
+    "conv": ["model=builtin", "model.encoder=conv", "model.residual=true", *PLAIN],
+    "transformer": ["model=transformer", "model.residual=true", *PLAIN],
+    "affine": ["model=builtin", "model.warp=affine", *PLAIN],
+    "flow": ["model=builtin", "model.warp=flow", *PLAIN],
 }
 CANDIDATES = ("report", "scratch", "residual", "conv", "affine", "flow")  # stage 2 builds on one
 SS_FRACTION = 0.6  # scheduled sampling reaches p(true frame) = 0 after 60% of the steps
@@ -51,13 +53,8 @@ def stage2(best: str, steps: int) -> dict[str, list[str]]:
     ss = [f"{SS}.schedule=linear", f"{SS}.start=1", f"{SS}.end=0",
           f"{SS}.decay_steps={max(1, round(SS_FRACTION * steps))}"]
     noise = [f"train.input_noise={INPUT_NOISE}"]
-    return {f"{best}+ss": [*STAGE1[best], *ss], f"{best}+noise": [*STAGE1[best], *noise],
-            f"{best}+ss+noise": [*STAGE1[best], *ss, *noise]}
-
-
-def merge(*word_lists) -> list[str]:
-    """One word per key (Hydra refuses two), the last list's winning."""
-    return list({key_of(w): w for words in word_lists for w in words}.values())
+    return {f"{best}+ss": merge(STAGE1[best], ss), f"{best}+noise": merge(STAGE1[best], noise),
+            f"{best}+ss+noise": merge(STAGE1[best], ss, noise)}
 
 
 def mean_val_mse(runs: list[dict]) -> float:

@@ -3,7 +3,8 @@
 By default as in the course report: the frame is flattened and concatenated with the action,
 a recurrent core carries the state, a linear decoder paints the next frame. Options
 (model.*, train.*): a convolutional encoder/decoder, a residual decoder (next = current +
-change), a warp decoder (next = the current frame moved by a predicted warp + change), an L1 term, scheduled sampling and input noise in training.
+change), a warp (next = the current frame moved by a predicted warp + change), an L1 term,
+scheduled sampling and input noise in training.
 """
 
 import lightning as L
@@ -54,6 +55,7 @@ class WorldModel(L.LightningModule):
             self.decoder.zero_output_()
         # per_step reproduces the course's loop: an optimizer step after every time step.
         self.automatic_optimization = protocol == "bptt"
+        self._rng, self._rng_state = None, None  # see training_generator()
 
     def forward(self, frames, actions, state=None):
         """frames [B, T, 3, H, W], actions [B, T, A] -> next frames [B, T, 3, H, W], state."""
@@ -83,7 +85,28 @@ class WorldModel(L.LightningModule):
     def noisy(self, frames) -> torch.Tensor:
         """Input frames with train.input_noise Gaussian noise (training inputs only)."""
         sigma = self.hparams.input_noise
-        return frames + sigma * torch.randn_like(frames) if sigma else frames
+        if not sigma:
+            return frames
+        noise = torch.randn(frames.shape, generator=self.training_generator())
+        return frames + sigma * noise.to(frames.device)
+
+    def training_generator(self) -> torch.Generator:
+        """The CPU generator of input noise and scheduled sampling's draws. It is the model's
+        own, seeded from the run's seed and the process's rank, and checkpoints keep its state:
+        a resumed run draws what an uninterrupted one would have (data loaders draw from the
+        global generator at moments a resume changes)."""
+        if self._rng is None:
+            self._rng = torch.Generator().manual_seed(torch.initial_seed() + self.global_rank)
+            if self._rng_state is not None:
+                self._rng.set_state(self._rng_state)
+        return self._rng
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._rng is not None:
+            checkpoint["training_generator"] = self._rng.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng, self._rng_state = None, checkpoint.get("training_generator")
 
     def training_step(self, batch, batch_idx):
         if self.hparams.protocol == "per_step":
@@ -108,7 +131,8 @@ class WorldModel(L.LightningModule):
         else:
             prob = true_frame_probability(self.hparams.scheduled_sampling, self.global_step)
             self.log("train/teacher_forcing_prob", prob, on_step=True, on_epoch=False)
-            next_frames_pred = scheduled_rollout(self, inputs, actions[:, :-1], prob)
+            next_frames_pred = scheduled_rollout(self, inputs, actions[:, :-1], prob,
+                                                 self.training_generator())
         return self.objective(next_frames_pred, frames[:, 1:])
 
     def _per_step_update(self, batch) -> torch.Tensor:
@@ -140,8 +164,9 @@ class WorldModel(L.LightningModule):
 
 
 def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
-                  encoder: str = "flat", frame_shape=(3, 32, 32), warp: str = "none", l1_weight: float = 0.0,
-                  scheduled_sampling: dict | None = None, input_noise: float = 0.0) -> None:
+                  encoder: str = "flat", frame_shape=(3, 32, 32), warp: str = "none",
+                  l1_weight: float = 0.0, scheduled_sampling: dict | None = None,
+                  input_noise: float = 0.0) -> None:
     """Refuse impossible settings before anything is built, naming the key."""
     if core not in CORES:
         raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
