@@ -43,7 +43,7 @@ compare: $(STAMP)
 	$(PY) -m world_models.compare --out '$(OUT)' $(HYDRA_ARGS)
 
 sweep: $(STAMP)
-	$(PY) train.py -m model=builtin,scratch seed=0,1,2 group=sweep $(HYDRA_ARGS)
+	$(PY) train.py -m model.core=builtin,scratch seed=0,1,2 group=sweep $(HYDRA_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_env.py

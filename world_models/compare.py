@@ -27,9 +27,8 @@ from world_models.errors import UserError, exit_on_user_error
 from world_models.report import evaluate, key_of, merge, route, run
 
 # The budget. The default dataset serves 360 training batches per epoch, which the flat LSTM
-# trains in ~7.5 s. Measured on 2026-11-28 with the five variants before the warps: 14 epochs took
-# 63 min with a flat stage-2 base. The warps cost about 1.3x the flat LSTM an epoch, and the flow
-# warp (the likely base) makes stage 2 cost as much, so 12 epochs take roughly 80 min.
+# and the warps train in ~8 s, conv in ~22 s and scheduled sampling in ~19 s. Measured on
+# 2026-11-28: 12 epochs took 55 min for the 20 runs with the flow warp as stage-2 base.
 BUDGET = ("trainer.max_epochs=12",)
 # Stage 1 trains on clean inputs with teacher forcing, whatever train.yaml's defaults are.
 PLAIN = ("train.scheduled_sampling.schedule=none", "train.input_noise=0")
