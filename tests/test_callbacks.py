@@ -9,8 +9,11 @@ import math
 
 import lightning as L
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
 
 from tests.helpers import ROOT
 from world_models import plots
@@ -95,3 +98,39 @@ def test_turned_off_it_writes_nothing(tiny_data, tmp_path):
 def test_bad_settings_name_the_key(tmp_path, override, message):
     with pytest.raises(UserError, match=f"^{message}"):
         build_callbacks(compose_train(tmp_path, override))
+
+
+class WorseningModel(L.LightningModule):
+    """val/loss grows every epoch, so the best epoch is the first and never the last."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", float(self.current_epoch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=4)
+
+
+def test_last_ckpt_is_the_final_epoch_when_the_best_is_earlier(tmp_path):
+    checkpoints = [c for c in build_callbacks(compose_train(tmp_path)) if
+                   isinstance(c, ModelCheckpoint)]
+    trainer = L.Trainer(accelerator="cpu", max_epochs=3, logger=False, callbacks=checkpoints,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, default_root_dir=tmp_path)
+    trainer.fit(WorseningModel())
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "best-epoch000.ckpt", "last.ckpt"]
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, trainer.global_step) == (2, 6)

@@ -129,7 +129,7 @@ def test_compare_end_to_end_and_resumes(run_cli, tiny_data, tmp_path):
     assert re.match(r"- \*\*(MET|NOT MET)\*\*: one-step", goals[0])
     assert all(line.startswith("- **NOT MEASURED**") for line in goals[1:]) and len(goals) == 4
     assert (out / "figures" / "compare_ar_mse.png").stat().st_size > 1000
-    steps = compare.optimizer_steps(runs_dir / best / "seed0")
+    steps = json.loads(results[best, 0].read_text())["optimizer_steps"]
     assert f"over the first {round(0.6 * steps)} of {steps} steps" in markdown
 
     mtimes = {key: path.stat().st_mtime_ns for key, path in results.items()}

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 SMALL = ("model.hidden_size=16",)
 
@@ -113,7 +114,8 @@ def test_train_end_to_end(runs, name):
     assert r["seed"] == 0
     assert Path(r["checkpoint"]).is_file()
     assert Path(r["checkpoint"]).parent == run_dir / "checkpoints"
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == r["optimizer_steps"] > 0 and last["epoch"] == r["epochs"] - 1
     assert (run_dir / "train.log").is_file()
 
     with open(run_dir / "csv" / "metrics.csv") as f:

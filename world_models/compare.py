@@ -20,8 +20,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from world_models import comparison
 from world_models.errors import UserError, exit_on_user_error
 from world_models.report import evaluate, key_of, merge, route, run
@@ -66,10 +64,9 @@ def pick_best(runs: dict[str, list[dict]]) -> str:
     return min((v for v in CANDIDATES if v in runs), key=lambda v: mean_val_mse(runs[v]))
 
 
-def optimizer_steps(run_dir: Path) -> int:
-    """Optimizer steps of a finished run: its last checkpoint's global step."""
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    return int(last["global_step"])
+def optimizer_steps(run: dict) -> int:
+    """Optimizer steps a finished run took, all epochs (train.py records them)."""
+    return int(run["results"]["optimizer_steps"])
 
 
 class WallTimes:
@@ -143,10 +140,10 @@ def main(argv=None) -> None:
     runs = train_and_evaluate(STAGE1, seeds, root, train_args, eval_args, walls)
     best = pick_best(runs)
     if not args.stage1_only:
-        variants = stage2(best, optimizer_steps(runs[best][0]["dir"]))
+        variants = stage2(best, optimizer_steps(runs[best][0]))
         runs |= train_and_evaluate(variants, seeds, root, train_args, eval_args, walls)
     info = {"root": root, "seeds": seeds, "best": best, "walls": walls.seconds,
-            "steps": optimizer_steps(runs[best][0]["dir"]),
+            "steps": optimizer_steps(runs[best][0]),
             "val_mse": {v: mean_val_mse(runs[v]) for v in CANDIDATES},
             "invocation_seconds": time.perf_counter() - started}
     path = comparison.write(runs, args.out, info)

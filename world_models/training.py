@@ -125,7 +125,8 @@ def train(cfg: DictConfig) -> dict:
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         fit_seconds = time.perf_counter() - started
-        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+        checkpoint = next((c for c in callbacks
+                           if isinstance(c, ModelCheckpoint) and c.monitor), None)
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
         tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None,
                               verbose=False)
@@ -147,9 +148,11 @@ def train(cfg: DictConfig) -> dict:
         "baselines": baselines,
         "ratio_to_copy_last": test_mse / baselines["copy_last"] if baselines["copy_last"] else None,
         "core": cfg.model.core,
+        "model": model_label(cfg.model),
         "protocol": cfg.train.protocol,
         "parameters": sum(p.numel() for p in model.parameters()),
         "epochs": trainer.current_epoch,
+        "optimizer_steps": trainer.global_step,
         "train_frames_per_s": throughput.frames_per_s,
         "fit_seconds": fit_seconds,
         "seed": cfg.seed,
@@ -163,12 +166,25 @@ def train(cfg: DictConfig) -> dict:
     return results
 
 
+def model_label(model: DictConfig) -> str:
+    """'builtin', 'builtin + flow warp', 'gru + conv encoder + residual': what a run trained."""
+    parts = [model.core]
+    if model.get("encoder", "flat") != "flat":
+        parts.append(f"{model.encoder} encoder")
+    if model.get("warp", "none") != "none":
+        parts.append(f"{model.warp} warp")
+    elif model.get("residual"):
+        parts.append("residual")
+    return " + ".join(parts)
+
+
 def format_results(r: dict) -> str:
     b = r["baselines"]
     best_val = "n/a" if r["best_val_mse"] is None else f"{r['best_val_mse']:.3g}"
     verdict = "beats" if r["test_mse"] < b["copy_last"] else "does NOT beat"
     return (
-        f"{r['core']} ({r['protocol']}, {r['parameters']:,} parameters, {r['epochs']} epochs, "
+        f"{r.get('model', r['core'])} ({r['protocol']}, {r['parameters']:,} parameters, "
+        f"{r['epochs']} epochs, "
         f"{r['train_frames_per_s']:.0f} frames/s): test MSE {r['test_mse']:.3g}, "
         f"best val MSE {best_val}"
         f"\nbaselines on the same test windows: copy last frame {b['copy_last']:.3g}, "
