@@ -5,12 +5,13 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# A CPU build of torch installs in seconds here; set TORCH=torch (or torch==X+cu124 with
-# PIP_EXTRA_INDEX_URL) to get a CUDA build on a GPU machine.
+# The torch the first install puts into .venv. A CPU build installs in seconds here; for a CUDA
+# build: make clean && PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/<cuda> \
+#   make install TORCH=torch==2.13.0+<cuda>. Later calls keep whatever torch .venv holds.
 TORCH ?= torch==2.13.0
 # Where make report and make compare write their markdown and figures.
 OUT ?= reports
-STAMP := $(VENV)/.installed-$(subst =,_,$(subst +,_,$(TORCH)))
+STAMP := $(VENV)/.installed
 
 # key=value words on the command line become Hydra overrides.
 HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=% OUT=%,$(MAKEOVERRIDES)),'$(v)')
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq "$(TORCH)"
 	$(PY) -m pip install -qq -e ".[dev]"
-	rm -f $(VENV)/.installed-* && touch $@
+	touch $@
 
 data: $(STAMP)
 	$(PY) -m world_models.collect $(HYDRA_ARGS)
