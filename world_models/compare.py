@@ -26,7 +26,7 @@ from world_models.report import evaluate, key_of, merge, route, run
 
 # The budget. The default dataset serves 360 training batches per epoch, which the flat LSTM
 # and the warps train in ~8 s, conv in ~22 s and scheduled sampling in ~19 s. Measured on
-# 2026-11-28: 12 epochs took 55 min for the 20 runs with the flow warp as stage-2 base.
+# 2026-11-28: 12 epochs took 58 min for the 20 runs with the flow warp as stage-2 base.
 BUDGET = ("trainer.max_epochs=12",)
 # Stage 1 trains on clean inputs with teacher forcing, whatever train.yaml's defaults are.
 PLAIN = ("train.scheduled_sampling.schedule=none", "train.input_noise=0")
