@@ -281,10 +281,10 @@ def test_cli_run_with_every_option(run_cli, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    ([], ("builtin", "flow", "bptt", "linear", 0.02, 30)),  # the make compare winner, ~15 min
+    ([], ("builtin", "flow", "bptt", "linear", 0.0, 30)),  # the make compare winner, ~15 min
     (["experiment=task1"], ("builtin", "none", "per_step", "none", 0.0, 50)),  # the course's
     (["experiment=task2"], ("scratch", "none", "per_step", "none", 0.0, 50)),
-    (["model=scratch"], ("scratch", "none", "bptt", "linear", 0.02, 30)),
+    (["model=scratch"], ("scratch", "none", "bptt", "linear", 0.0, 30)),
 ])
 def test_default_config_is_the_winner_and_the_course_setups_stay(overrides, expected):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
