@@ -12,15 +12,20 @@ TORCH ?= torch==2.13.0
 # Where make report and make compare write their markdown and figures.
 OUT ?= reports
 STAMP := $(VENV)/.installed
+# Optional extras to add to .venv, e.g. make install EXTRAS=slurm (the submitit launcher).
+EXTRAS ?=
 
 # key=value words on the command line become Hydra overrides.
-HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=% OUT=%,$(MAKEOVERRIDES)),'$(v)')
+HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=% OUT=% EXTRAS=%,$(MAKEOVERRIDES)),'$(v)')
 
 export SDL_VIDEODRIVER ?= dummy
 
 .PHONY: install data train evaluate report compare sweep bench test test-all lint clean
 
 install: $(STAMP)
+ifneq ($(strip $(EXTRAS)),)
+	$(PY) -m pip install -qq -e ".[dev,$(EXTRAS)]"
+endif
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 SMALL = ("model.hidden_size=16",)
+# Input noise is off by default; the resume runs turn it on so that its random draws are checked.
+NOISE = "train.input_noise=0.02"
 
 # The CLI runs that depend on no other run: `runs` starts them all, two at a time in this order,
 # in the background while the tests check them (the machine has 2 cores).
@@ -22,7 +24,7 @@ CASES = {
     # name: (core, protocol, overrides) -- end to end, both cores and both protocols
     "builtin-bptt-wandb": ("builtin", "bptt",
                            ["model=builtin", "trainer.max_epochs=2", "logger=[csv,wandb]",
-                            "group=e2e"]),
+                            "group=e2e", NOISE]),
     "scratch-bptt": ("scratch", "bptt", ["model=scratch", "trainer.max_epochs=1"]),
     "scratch-per_step": ("scratch", "per_step", ["experiment=task2", "trainer.max_epochs=1"]),
 }
@@ -40,8 +42,11 @@ BAD = [
 RUNS = {
     **{name: overrides for name, (_, _, overrides) in CASES.items()},
     # The first half of an interrupted builtin-bptt-wandb (resumed in test_resume_...).
-    "resume-first-epoch": ["model=builtin", "trainer.max_epochs=1"],
+    "resume-first-epoch": ["model=builtin", "trainer.max_epochs=1", NOISE],
     "multirun": ["-m", "model=builtin,scratch", "trainer.max_epochs=1"],
+    # The same sweep through the joblib launcher config (the dev extra installs the plugin).
+    "multirun-local": ["-m", "hydra/launcher=local", "model=builtin,scratch",
+                       "trainer.max_epochs=1"],
     "model=nope": ["model=nope"],
     **{" ".join(overrides): overrides for overrides, _ in BAD},
 }
@@ -240,9 +245,12 @@ def test_ddp_two_cpu_processes(train, tmp_path):
 # -- 5. multirun over both cores -----------------------------------------------------------
 
 
-def test_multirun_over_both_cores(runs):
-    sweep, proc = runs("multirun")
+@pytest.mark.parametrize("name", ["multirun", "multirun-local"])
+def test_multirun_over_both_cores(runs, name):
+    sweep, proc = runs(name)
     ok(proc)
+    if name == "multirun-local":
+        assert "Joblib" in proc.stdout + proc.stderr, proc.stderr[-2000:]
     # Job directories sit right under the sweep dir: data.dir's '/' is kept out of their names.
     found = {results(p.parent)["core"]: p.parent.name for p in sweep.glob("*/results.json")}
     assert set(found) == {"builtin", "scratch"}, list(sweep.rglob("results.json"))
@@ -256,13 +264,13 @@ def test_multirun_over_both_cores(runs):
 def test_resume_equals_an_uninterrupted_run(train, runs, tmp_path):
     """A: 2 epochs in one go (the W&B run: logging must not change the numbers either);
     B: epoch 1 only; C: B's last.ckpt resumed to epoch 2 in a new run dir. C must equal A,
-    though the default training draws input noise and scheduled sampling's choices."""
+    though the training draws input noise and scheduled sampling's choices."""
     a, proc_a = runs("builtin-bptt-wandb")
     b, proc_b = runs("resume-first-epoch")
     ok(proc_a)
     ok(proc_b)
     c = tmp_path / "run"
-    proc_c = train(c, "model=builtin", "trainer.max_epochs=2",
+    proc_c = train(c, "model=builtin", "trainer.max_epochs=2", NOISE,
                    f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}")
     ok(proc_c)
     ra, rb, rc = results(a), results(b), results(c)
