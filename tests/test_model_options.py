@@ -17,9 +17,9 @@ from world_models import rollout
 from world_models.errors import UserError
 from world_models.models.cores import CausalTransformer, build_core
 from world_models.models.frames import build_frame_codec
+from world_models.models.sampling import scheduled_rollout, true_frame_probability
 from world_models.models.warps import build_warp
 from world_models.models.world_model import WorldModel
-from world_models.sampling import scheduled_rollout, true_frame_probability
 from world_models.training import check_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")  # no Trainer here

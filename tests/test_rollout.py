@@ -13,7 +13,8 @@ from torch import nn
 from tests.helpers import ROOT, run, write_counting_dataset
 from world_models import evaluation, plots
 from world_models.errors import UserError
-from world_models.metrics import copy_last_prediction, per_step_metrics, per_step_table
+from world_models.evaluation import STRATEGIES
+from world_models.metrics import METRICS, copy_last_prediction, per_step_metrics, per_step_table
 from world_models.models.world_model import WorldModel
 from world_models.rollout import autoregressive, teacher_forcing
 
@@ -71,7 +72,7 @@ def test_per_step_metrics_against_hand_computed_values():
     target = torch.zeros(1, 2, 3, 32, 32)
     pred = torch.stack([torch.full((3, 32, 32), 0.1), torch.full((3, 32, 32), 0.2)])[None]
     m = per_step_metrics(pred, target)
-    assert set(m) == {"mse", "psnr", "ssim"} and all(v.shape == (1, 2) for v in m.values())
+    assert set(m) == set(METRICS) and all(v.shape == (1, 2) for v in m.values())
     torch.testing.assert_close(m["mse"], torch.tensor([[0.01, 0.04]]))
     torch.testing.assert_close(m["psnr"], 10 * torch.log10(1 / torch.tensor([[0.01, 0.04]])))
     torch.manual_seed(0)
@@ -139,7 +140,7 @@ def test_evaluate_writes_every_artifact(trained):
         assert len(list((out / "frames" / kind).glob("*.png"))) == HORIZON
     with open(out / "rollout_metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == HORIZON * 4 * 3
+    assert len(rows) == HORIZON * len(STRATEGIES) * len(METRICS)
     assert {r["strategy"] for r in rows} == {"teacher_forcing", "autoregressive", "copy_last",
                                              "mean_frame"}
     summary = json.loads((out / "summary.json").read_text())
@@ -150,6 +151,14 @@ def test_evaluate_writes_every_artifact(trained):
     # With one given frame, the first autoregressive step is a teacher-forced one.
     assert summary["metrics"]["autoregressive"]["mse"]["step_1"] == pytest.approx(tf["step_1"])
     assert "teacher_forcing" in result.stdout and str(out / "summary.json") in result.stdout
+    # Where the rollout is worse than a baseline, per metric, from the per-step means in the CSV.
+    worse = summary["autoregressive_worse_than"]
+    assert set(worse) == {"mse", "psnr", "ssim", "road_iou"}
+    means = {(r["strategy"], r["metric"], int(r["step"])): float(r["mean"]) for r in rows}
+    assert worse["mse"]["mean_frame"] == [
+        t for t in range(1, HORIZON + 1)
+        if means["autoregressive", "mse", t] > means["mean_frame", "mse", t]]
+    assert "autoregressive: " in result.stdout
 
 
 BAD_INPUTS = {  # case -> the key the one-line message must start with

@@ -15,8 +15,10 @@ from PIL import Image
 
 from world_models import plots
 from world_models.errors import UserError
-from world_models.metrics import copy_last_prediction, per_step_table
-from world_models.rollout import autoregressive, teacher_forcing
+from world_models.metrics import per_step_table
+from world_models.rollout import predictions_and_scores
+
+LOGGED = ("mse", "ssim", "road_iou", "sharpness")
 
 
 class RolloutCallback(Callback):
@@ -26,7 +28,8 @@ class RolloutCallback(Callback):
     - the grid (plots.rollout_grid) and the per-step MSE curve (plots.loss_curve) as images
       to W&B and TensorBoard, and always as PNGs in <default_root_dir>/rollouts/
       epoch{E:03d}_grid.png and epoch{E:03d}_loss.png (E counts from 0, as the checkpoints do);
-    - `val/rollout_mse_ar`, the autoregressive MSE averaged over the horizon, to every logger.
+    - `val/rollout_mse_ar` (and `_ssim_ar`, `_road_iou_ar`, `_sharpness_ar`), the
+      autoregressive rollout's metrics averaged over the horizon, to every logger.
 
     The episode is the longest validation episode (the first of equal ones), the same at
     every epoch so the pictures compare; the horizon shrinks to its length if it is shorter.
@@ -51,21 +54,16 @@ class RolloutCallback(Callback):
         if not trainer.is_global_zero or not self._pick_sequence(trainer):
             return
         truth = self.frames[:, 1:]  # [1, T, 3, H, W]
-        predictions = {
-            "teacher_forcing": teacher_forcing(pl_module, self.frames, self.actions).cpu(),
-            "autoregressive": autoregressive(pl_module, self.frames, self.actions,
-                                             self.context).cpu(),
-            # Does the rollout beat repeating the last true frame it was given?
-            "copy_last": copy_last_prediction(self.frames, self.context),
-        }
-        mse = {name: {"mse": ((pred - truth) ** 2).mean(dim=(2, 3, 4))}  # [1, T]
-               for name, pred in predictions.items()}
+        # Does the rollout beat repeating the last true frame it was given?
+        predictions, scores = predictions_and_scores(pl_module, self.frames, self.actions,
+                                                     self.context)
         steps = truth.shape[1]
         grid = plots.rollout_grid(truth[0], predictions["teacher_forcing"][0],
                                   predictions["autoregressive"][0], plots.grid_steps(steps))
-        curve = figure_image(per_step_table(mse), self.context)
-        pl_module.log("val/rollout_mse_ar", mse["autoregressive"]["mse"].mean().item(),
-                      rank_zero_only=True)
+        curve = figure_image(per_step_table(scores), self.context)
+        for metric in LOGGED:  # averaged over the horizon
+            pl_module.log(f"val/rollout_{metric}_ar",
+                          scores["autoregressive"][metric].mean().item(), rank_zero_only=True)
         self._log_images(trainer, epoch, {"grid": grid, "loss": curve})
 
     def _pick_sequence(self, trainer) -> bool:

@@ -13,16 +13,16 @@ from world_models.data.datamodule import SPLITS, CarRacingDataModule
 from world_models.errors import UserError
 from world_models.metrics import (
     METRICS,
-    copy_last_prediction,
-    mean_frame_prediction,
-    per_step_metrics,
     per_step_table,
+    step_ranges,
+    steps_worse,
 )
 from world_models.models.world_model import WorldModel
-from world_models.rollout import autoregressive, teacher_forcing
+from world_models.rollout import predictions_and_scores
 
 STRATEGIES = ("teacher_forcing", "autoregressive", "copy_last", "mean_frame")
 SUMMARY_STEPS = (1, 10, 50, 150)
+BASELINES = ("copy_last", "mean_frame")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -135,19 +135,13 @@ def rollout_metrics(model, sequences, mean_frame, horizon: int, context: int, ba
         # Every sequence is cut to its first `horizon` steps, so they stack.
         frames = torch.stack([s["frames"][: horizon + 1] for s in batch])  # [B, T+1, 3, H, W]
         actions = torch.stack([s["actions"][:horizon] for s in batch])  # [B, T, A]
-        truth = frames[:, 1:]  # [B, T, 3, H, W]
-        predictions = {
-            "teacher_forcing": teacher_forcing(model, frames, actions).cpu(),
-            "autoregressive": autoregressive(model, frames, actions, context).cpu(),
-            # The rollout's fair baseline: it knows the same true frames, no more.
-            "copy_last": copy_last_prediction(frames, context),
-            "mean_frame": mean_frame_prediction(mean_frame, truth),
-        }
-        for strategy, pred in predictions.items():
-            for metric, per_step in per_step_metrics(pred, truth).items():
+        predictions, scores = predictions_and_scores(model, frames, actions, context, mean_frame)
+        for strategy, metrics in scores.items():
+            for metric, per_step in metrics.items():
                 values[strategy][metric].append(per_step)
         if first is None:
-            first = (truth[0], predictions["teacher_forcing"][0], predictions["autoregressive"][0])
+            first = (frames[0, 1:], predictions["teacher_forcing"][0],
+                     predictions["autoregressive"][0])
     values = {s: {m: torch.cat(v) for m, v in ms.items()} for s, ms in values.items()}
     return values, first
 
@@ -172,6 +166,20 @@ def write_csv(path, table: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=["step", "strategy", "metric", "mean", "std", "n"])
         writer.writeheader()
         writer.writerows(table)
+
+
+def format_worse(worse: dict, horizon: int) -> str:
+    """One line: where the rollout is worse than copying the first frame or the mean frame."""
+    parts = []
+    for metric, by_baseline in worse.items():
+        for baseline, steps in by_baseline.items():
+            if steps:
+                parts.append(f"{metric} than {baseline} at {len(steps)} steps "
+                             f"({step_ranges(steps)})")
+    if not parts:
+        return (f"autoregressive: never worse than copy-last or the mean frame over {horizon} "
+                f"steps ({', '.join(worse)})")
+    return "autoregressive: worse in " + "; ".join(parts)
 
 
 def format_summary(summary: dict, horizon: int) -> str:
@@ -216,8 +224,11 @@ def evaluate(cfg: DictConfig) -> dict:
     if r.save_frames:
         plots.save_frames(out_dir / "frames", truth, tf, ar)
 
+    worse = steps_worse(values, "autoregressive", BASELINES)
     summary = {
         "metrics": summarize(values, horizon),
+        # metric -> baseline -> steps (from 1) where the rollout's mean is worse than it
+        "autoregressive_worse_than": worse,
         "sequences": len(sequences),
         "horizon": horizon,
         "context": r.context,
@@ -230,6 +241,7 @@ def evaluate(cfg: DictConfig) -> dict:
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{len(sequences)} {cfg.split} sequences, {horizon} steps, context {r.context}:")
     print(format_summary(summary["metrics"], horizon))
+    print(format_worse(worse, horizon))
     print(f"summary: {out_dir / 'summary.json'}  per-step metrics: rollout_metrics.csv  "
           f"pictures: rollout_grid.png, rollout.gif, rollout_loss.png"
           f"{', frames/' if r.save_frames else ''}  (all in {out_dir})")

@@ -11,6 +11,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from world_models.metrics import copy_last_prediction, mean_frame_prediction, per_step_metrics
+from world_models.models.sampling import unroll
+
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's weights (CPU for a model without any)."""
@@ -52,14 +55,26 @@ def autoregressive(
     if not 1 <= context <= steps:
         raise ValueError(f"context must be in [1, {steps}], got {context}")
     device = model_device(model)
-    frames, actions = frames.to(device), actions.to(device)
     with evaluating(model):
-        next_frames, state = model(frames[:, :context], actions[:, :context])  # [B, context, ...]
-        predictions = [next_frames]
-        for t in range(context, steps):
-            # A frame is never outside [0, 1]; a linear decoder's overshoot fed back in
-            # would be an input the model never saw in training, and it compounds.
-            frame = next_frames[:, -1:].clamp(0.0, 1.0)  # [B, 1, 3, H, W]
-            next_frames, state = model(frame, actions[:, t : t + 1], state)
-            predictions.append(next_frames)
-    return torch.cat(predictions, dim=1)  # [B, T, 3, H, W]
+        return unroll(model, frames.to(device), actions.to(device), context)
+
+
+def predictions_and_scores(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,
+                           context: int, mean_frame: torch.Tensor | None = None):
+    """Every strategy's predictions of frames 1..T and their per-step metrics: the one scoring
+    path of evaluate.py and the rollout callback.
+
+    Returns (predictions: strategy -> [B, T, 3, H, W] on the CPU, scores: strategy -> metric ->
+    [B, T]). Strategies: teacher_forcing, autoregressive, copy_last (the last true frame the
+    rollout was given: its fair baseline, it knows no more) and, given a mean frame, mean_frame.
+    """
+    truth = frames[:, 1:].cpu()  # [B, T, 3, H, W]
+    predictions = {
+        "teacher_forcing": teacher_forcing(model, frames, actions).cpu(),
+        "autoregressive": autoregressive(model, frames, actions, context).cpu(),
+        "copy_last": copy_last_prediction(frames.cpu(), context),
+    }
+    if mean_frame is not None:
+        predictions["mean_frame"] = mean_frame_prediction(mean_frame, truth)
+    scores = {name: per_step_metrics(pred, truth) for name, pred in predictions.items()}
+    return predictions, scores

@@ -96,7 +96,8 @@ def check_config(cfg: DictConfig) -> None:
     check_hparams(m.core, m.hidden_size, m.lr, cfg.train.protocol, encoder=m.encoder,
                   frame_shape=(3, size, size), warp=m.warp, l1_weight=m.l1_weight,
                   scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
-                  input_noise=cfg.train.input_noise)
+                  input_noise=cfg.train.input_noise, gate=m.gate, residual=m.residual,
+                  open_loop=OmegaConf.to_container(cfg.train.open_loop))
 
 
 def train(cfg: DictConfig) -> dict:
@@ -111,7 +112,8 @@ def train(cfg: DictConfig) -> dict:
     datamodule.setup("fit")
     model = WorldModel(**cfg.model, frame_shape=datamodule.frame_shape,
                        protocol=cfg.train.protocol, input_noise=cfg.train.input_noise,
-                       scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling))
+                       scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
+                       open_loop=OmegaConf.to_container(cfg.train.open_loop))
     if cfg.ckpt_path:
         check_checkpoint(cfg.ckpt_path, model)
 

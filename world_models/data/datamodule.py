@@ -105,6 +105,8 @@ class CarRacingDataModule(L.LightningDataModule):
         num_workers: int = 0,
         collect: bool = True,
         collect_config=None,
+        train_seq_len: int | None = None,
+        train_stride: int | None = None,
     ):
         super().__init__()
         if seq_len < 2:
@@ -114,6 +116,16 @@ class CarRacingDataModule(L.LightningDataModule):
         stride = seq_len if stride is None else stride
         if stride < 1:
             raise UserError(f"data.stride: expected >= 1, got {stride}")
+        train_seq_len = seq_len if train_seq_len is None else train_seq_len
+        if train_seq_len < 2:
+            raise UserError(f"data.train_seq_len: expected >= 2, got {train_seq_len}")
+        train_stride = train_seq_len if train_stride is None else train_stride
+        if train_stride < 1:
+            raise UserError(f"data.train_stride: expected >= 1, got {train_stride}")
+        # Long training windows (open-loop training) with val/test windows as before, so the
+        # one-step test MSE stays comparable across training options.
+        self.windows = {"train": (train_seq_len, train_stride), "val": (seq_len, stride),
+                        "test": (seq_len, stride)}
         if batch_size < 1:
             raise UserError(f"data.batch_size: expected >= 1, got {batch_size}")
         self.dir = Path(dir)
@@ -137,6 +149,8 @@ class CarRacingDataModule(L.LightningDataModule):
             num_workers=d.num_workers,
             collect=d.collect,
             collect_config=cfg,
+            train_seq_len=d.get("train_seq_len"),
+            train_stride=d.get("train_stride"),
         )
 
     def prepare_data(self) -> None:
@@ -157,13 +171,14 @@ class CarRacingDataModule(L.LightningDataModule):
         parts = split_episodes(len(episodes), self.split, self.seed)
         for name in SPLITS:
             self.episodes[name] = [episodes[i] for i in parts[name]]
-            self.datasets[name] = WindowDataset(self.episodes[name], self.seq_len, self.stride)
+            seq_len, stride = self.windows[name]
+            self.datasets[name] = WindowDataset(self.episodes[name], seq_len, stride)
             if self.episodes[name] and not len(self.datasets[name]):
                 longest = max(ep.steps for ep in self.episodes[name])
-                raise UserError(
-                    f"data.seq_len: {self.seq_len} is longer than every {name} episode "
-                    f"(longest: {longest} steps)"
-                )
+                key = "data.train_seq_len" if name == "train" and seq_len != self.seq_len \
+                    else "data.seq_len"
+                raise UserError(f"{key}: {seq_len} is longer than every {name} episode "
+                                f"(longest: {longest} steps)")
         if not len(self.datasets["train"]):
             raise UserError(f"data.split: the train split of '{self.dir}' is empty")
 

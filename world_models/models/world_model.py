@@ -10,18 +10,41 @@ scheduled sampling and input noise in training.
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from world_models.errors import UserError
 from world_models.models.cores import CORES, build_core
 from world_models.models.frames import FRAME_CODECS, build_frame_codec
+from world_models.models.sampling import (
+    check_schedule,
+    scheduled_rollout,
+    true_frame_probability,
+    unroll,
+)
 from world_models.models.warps import WARPS, build_warp
-from world_models.sampling import check_schedule, scheduled_rollout, true_frame_probability
 
 PROTOCOLS = ("bptt", "per_step")
 
 
 class NonFiniteLossError(UserError):
     """Training diverged; the message names the step."""
+
+
+class KeepGate(nn.Module):
+    """How much of the carried (warped) frame each pixel keeps, in (0, 1): a linear head from the
+    core's state. It starts at 0.99 everywhere, nearly copy-last; where the model cannot know
+    what comes into view it learns to forget, and the painted part says what to expect there."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int) -> None:
+        super().__init__()
+        self.frame_shape = tuple(frame_shape)
+        self.head = nn.Linear(hidden_size, frame_shape[1] * frame_shape[2])
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        keep = torch.sigmoid(self.head(hidden))  # [B, T, H*W]
+        return keep.unflatten(-1, (1, *self.frame_shape[1:]))  # [B, T, 1, H, W]
 
 
 class WorldModel(L.LightningModule):
@@ -39,18 +62,22 @@ class WorldModel(L.LightningModule):
         l1_weight: float = 0.0,
         scheduled_sampling: dict | None = None,
         input_noise: float = 0.0,
+        gate: bool = False,
+        open_loop: dict | None = None,
     ):
         super().__init__()
         scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
+        open_loop = dict(open_loop or {"horizon": 0})
         check_hparams(core, hidden_size, lr, protocol, encoder=encoder, frame_shape=frame_shape,
                       warp=warp, l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
-                      input_noise=input_noise)
+                      input_noise=input_noise, gate=gate, residual=residual, open_loop=open_loop)
         # Only plain values are saved, so load_from_checkpoint rebuilds the core.
         self.save_hyperparameters()
         self.frame_shape = tuple(frame_shape)
         self.encoder, self.decoder = build_frame_codec(encoder, self.frame_shape, hidden_size)
         self.core = build_core(core, self.encoder.output_size + action_size, hidden_size)
         self.warp = build_warp(warp, self.frame_shape, hidden_size)
+        self.gate = KeepGate(self.frame_shape, hidden_size) if gate else None
         if residual or self.warp is not None:  # an untrained residual model copies the last frame
             self.decoder.zero_output_()
         # per_step reproduces the course's loop: an optimizer step after every time step.
@@ -63,10 +90,11 @@ class WorldModel(L.LightningModule):
         features, state = self.core(inputs, state)  # [B, T, hidden]
         next_frames = self.decoder(features)  # [B, T, 3, H, W]
         # The change is added to the frame the model was given (noisy, in training), warped.
-        if self.warp is not None:
-            next_frames = self.warp(features, frames) + next_frames
-        elif self.hparams.residual:
-            next_frames = frames + next_frames
+        if self.warp is not None or self.hparams.residual:
+            carried = frames if self.warp is None else self.warp(features, frames)
+            if self.gate is not None:  # where the model forgets, the painted part is all
+                carried = self.gate(features) * carried
+            next_frames = carried + next_frames
         return next_frames, state
 
     def window_loss(self, batch) -> torch.Tensor:
@@ -126,6 +154,8 @@ class WorldModel(L.LightningModule):
         """The loss of one window, teacher forced or with scheduled sampling; targets are clean."""
         frames, actions = batch["frames"], batch["actions"]  # [B, L, 3, H, W], [B, L, A]
         inputs = self.noisy(frames)  # scheduled sampling feeds back its predictions unnoised
+        if self.hparams.open_loop["horizon"]:
+            return self._open_loop_loss(inputs, frames, actions)
         if self.hparams.scheduled_sampling["schedule"] == "none":
             next_frames_pred, _ = self(inputs[:, :-1], actions[:, :-1])
         else:
@@ -134,6 +164,32 @@ class WorldModel(L.LightningModule):
             next_frames_pred = scheduled_rollout(self, inputs, actions[:, :-1], prob,
                                                  self.training_generator())
         return self.objective(next_frames_pred, frames[:, 1:])
+
+    def open_loop_horizon(self) -> int:
+        """Open-loop steps per window now: 1 at step 0, growing linearly to train.open_loop.horizon
+        over the first train.open_loop.ramp of the run's optimizer steps (a curriculum: a fresh
+        model's own rollouts are noise, nothing to learn from over a long stretch)."""
+        settings = self.hparams.open_loop
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
+        ramp_steps = settings.get("ramp", 0.0) * total
+        done = min(self.global_step / ramp_steps, 1.0) if ramp_steps else 1.0
+        return max(1, round(1 + done * (settings["horizon"] - 1)))
+
+    def _open_loop_loss(self, inputs, frames, actions) -> torch.Tensor:
+        """The loss of a window whose last `horizon` steps the model predicts from its own
+        predictions, gradients through them, plus train.open_loop.tf_weight times the
+        teacher-forced loss of the whole window."""
+        settings = self.hparams.open_loop
+        steps = frames.shape[1] - 1
+        horizon = min(self.open_loop_horizon(), steps - settings.get("context", 1))
+        self.log("train/open_loop_horizon", float(horizon), on_step=True, on_epoch=False)
+        predictions = unroll(self, inputs, actions[:, :-1], context=steps - horizon,
+                             detach=settings.get("detach", False))  # [B, T, 3, H, W]
+        loss = self.objective(predictions, frames[:, 1:])
+        if settings.get("tf_weight", 0.0):
+            teacher_forced, _ = self(inputs[:, :-1], actions[:, :-1])
+            loss = loss + settings["tf_weight"] * self.objective(teacher_forced, frames[:, 1:])
+        return loss
 
     def _per_step_update(self, batch) -> torch.Tensor:
         """The course's loop: predict one step, step the optimizer, detach the state, go on."""
@@ -166,7 +222,8 @@ class WorldModel(L.LightningModule):
 def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
                   encoder: str = "flat", frame_shape=(3, 32, 32), warp: str = "none",
                   l1_weight: float = 0.0, scheduled_sampling: dict | None = None,
-                  input_noise: float = 0.0) -> None:
+                  input_noise: float = 0.0, gate: bool = False, residual: bool = False,
+                  open_loop: dict | None = None) -> None:
     """Refuse impossible settings before anything is built, naming the key."""
     if core not in CORES:
         raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
@@ -192,9 +249,45 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
         raise UserError(f"model.l1_weight: expected >= 0, got {l1_weight}")
     if not input_noise >= 0:
         raise UserError(f"train.input_noise: expected >= 0, got {input_noise}")
+    if gate and warp == "none" and not residual:
+        raise UserError("model.gate: gates the carried frame, so it needs model.warp=affine|flow "
+                        "or model.residual=true")
     schedule = scheduled_sampling or {"schedule": "none"}
     check_schedule(schedule)
+    check_open_loop(open_loop or {"horizon": 0}, schedule, protocol)
     if protocol == "per_step" and schedule["schedule"] != "none":
         raise UserError("train.scheduled_sampling.schedule: needs train.protocol=bptt "
                         f"(per_step feeds one true frame per optimizer step), "
                         f"got '{schedule['schedule']}' with per_step")
+
+
+OPEN_LOOP_KEYS = ("horizon", "context", "ramp", "tf_weight", "detach")
+
+
+def check_open_loop(settings: dict, schedule: dict, protocol: str) -> None:
+    """Refuse open-loop training settings that cannot work, naming the key."""
+    prefix = "train.open_loop"
+    unknown = sorted(set(settings) - set(OPEN_LOOP_KEYS))
+    if unknown:
+        raise UserError(f"{prefix}.{unknown[0]}: unknown key; expected "
+                        f"{', '.join(OPEN_LOOP_KEYS)}")
+    horizon = settings.get("horizon", 0)
+    if not isinstance(horizon, int) or horizon < 0:
+        raise UserError(f"{prefix}.horizon: expected an integer >= 0 (0 = off), got {horizon}")
+    if not horizon:
+        return
+    context = settings.get("context", 1)
+    if not isinstance(context, int) or context < 1:
+        raise UserError(f"{prefix}.context: expected an integer >= 1, got {context}")
+    ramp = settings.get("ramp", 0.0)
+    if not isinstance(ramp, int | float) or not 0.0 <= ramp <= 1.0:
+        raise UserError(f"{prefix}.ramp: expected a fraction of the run in [0, 1], got {ramp}")
+    tf_weight = settings.get("tf_weight", 0.0)
+    if not isinstance(tf_weight, int | float) or tf_weight < 0:
+        raise UserError(f"{prefix}.tf_weight: expected >= 0, got {tf_weight}")
+    if protocol != "bptt":
+        raise UserError(f"{prefix}.horizon: needs train.protocol=bptt, got {protocol}")
+    if schedule.get("schedule", "none") != "none":
+        raise UserError(f"{prefix}.horizon: replaces scheduled sampling; set "
+                        f"train.scheduled_sampling.schedule=none (got "
+                        f"'{schedule['schedule']}')")

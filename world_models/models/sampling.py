@@ -1,9 +1,14 @@
-"""Scheduled sampling (Bengio et al. 2015): train on the true frames and, more and more, on the
-model's own predictions, so that it learns to continue from what it paints in a rollout.
+"""Training on the model's own predictions, so that it learns to continue from what it paints.
 
-``true_frame_probability(schedule, step)`` is the probability of feeding the true frame at a
-global step; ``scheduled_rollout`` runs a window step by step and, per sequence and step, feeds
-the true frame with that probability and the model's previous prediction otherwise.
+Two ways, both with gradients:
+
+- ``unroll`` is the open-loop rollout: true frames for a context, then only the model's own
+  predictions (Chiappa et al. 2017 train on such stretches). rollout.autoregressive is this
+  function without gradients.
+- Scheduled sampling (Bengio et al. 2015): ``true_frame_probability(schedule, step)`` is the
+  probability of feeding the true frame at a global step; ``scheduled_rollout`` runs a window
+  step by step and, per sequence and step, feeds the true frame with that probability and the
+  model's previous prediction otherwise.
 """
 
 from __future__ import annotations
@@ -89,4 +94,25 @@ def scheduled_rollout(model: nn.Module, frames: torch.Tensor, actions: torch.Ten
                                 frames[:, t : t + 1], own)
         next_frame, state = model(frame, actions[:, t : t + 1], state)
         predictions.append(next_frame)
+    return torch.cat(predictions, dim=1)  # [B, T, 3, H, W]
+
+
+def unroll(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor, context: int = 1,
+           detach: bool = False) -> torch.Tensor:
+    """Feed the true frames 0..context-1, then the model's own predictions, one step at a time.
+
+    frames [B, >=context, 3, H, W] (only the first ``context`` are read), actions [B, T, A] ->
+    the predictions of frames 1..T, [B, T, 3, H, W], unclamped. The predictions of frames
+    1..context come from true frames in one call; from frame context+1 on the model sees only
+    what it painted, clamped to [0, 1] (a frame never leaves it, and an overshoot fed back
+    would compound). With ``detach`` no gradient flows through the fed-back frames.
+    """
+    steps = actions.shape[1]
+    next_frames, state = model(frames[:, :context], actions[:, :context])  # [B, context, ...]
+    predictions = [next_frames]
+    for t in range(context, steps):
+        frame = next_frames[:, -1:].clamp(0.0, 1.0)  # [B, 1, 3, H, W]
+        next_frames, state = model(frame.detach() if detach else frame, actions[:, t : t + 1],
+                                   state)
+        predictions.append(next_frames)
     return torch.cat(predictions, dim=1)  # [B, T, 3, H, W]

@@ -1,0 +1,186 @@
+"""Open-loop training (the model learns from its own rollouts), the keep gate, and the two
+metrics that say whether a dream keeps the road: road IoU and sharpness."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from world_models import rollout
+from world_models.errors import UserError
+from world_models.metrics import (
+    per_step_metrics,
+    road_iou,
+    road_mask,
+    sharpness,
+    step_ranges,
+    steps_worse,
+)
+from world_models.models.sampling import unroll
+from world_models.models.world_model import WorldModel
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")  # no Trainer here
+SHAPE = (3, 16, 16)
+
+
+def solid(rgb, size: int = 16) -> torch.Tensor:
+    """A frame [3, size, size] of one colour given in 0..255."""
+    return (torch.tensor(rgb, dtype=torch.float32) / 255).view(3, 1, 1).expand(3, size, size)
+
+
+ROAD, GRASS, BACKGROUND = solid((102, 102, 102)), solid((102, 230, 102)), solid((102, 204, 102))
+
+
+def road_left_grass_right() -> torch.Tensor:
+    frame = GRASS.clone()
+    frame[:, :, :8] = ROAD[:, :, :8]
+    return frame
+
+
+# -- road IoU and sharpness on frames made by hand -----------------------------------------
+
+
+def test_road_mask_of_the_palette():
+    assert road_mask(ROAD)[:14].all()  # above the indicator bar (the bottom 2 of 16 rows)
+    assert not road_mask(ROAD)[14:].any()
+    assert not road_mask(GRASS).any() and not road_mask(BACKGROUND).any()
+    assert not road_mask(solid((0, 0, 0))).any()  # the indicator bar
+    assert not road_mask(solid((255, 0, 0))).any()  # kerbs, the car
+    # Area-averaged to a lower resolution: a pixel 3/4 road is road, 1/4 road is not.
+    assert road_mask(0.75 * ROAD + 0.25 * BACKGROUND)[:14].all()
+    assert not road_mask(0.25 * ROAD + 0.75 * BACKGROUND).any()
+
+
+def test_road_iou_known_values():
+    half = road_left_grass_right()
+    frames = torch.stack([ROAD, GRASS, half, GRASS])
+    truths = torch.stack([ROAD, ROAD, ROAD, GRASS])
+    # road/road, grass/road, half/road (8 of 16 columns), and no road in either (they agree)
+    torch.testing.assert_close(road_iou(frames, truths), torch.tensor([1.0, 0.0, 0.5, 1.0]))
+
+
+def test_sharpness_known_values():
+    half = road_left_grass_right()[None]
+    assert sharpness(half, half).item() == pytest.approx(1.0)
+    # A 3-tap box blur across the edge turns one step of size d into three of d/3: the sum of
+    # squared differences across falls from d^2 to 3 (d/3)^2 = d^2 / 3; none are added down.
+    blurred = half.clone()
+    blurred[..., 7] = (half[..., 6] + half[..., 7] + half[..., 8]) / 3
+    blurred[..., 8] = (half[..., 7] + half[..., 8] + half[..., 9]) / 3
+    assert sharpness(blurred, half).item() == pytest.approx(1 / 3, rel=1e-5)
+    assert sharpness(ROAD[None], half).item() == 0.0  # a flat frame has no detail
+    assert sharpness(half, ROAD[None] + 0.0).item() > 1e6  # detail where the truth has none
+
+
+def test_per_step_metrics_include_road_iou_and_sharpness():
+    truth = road_left_grass_right().expand(2, 3, *SHAPE).clone()  # [B=2, T=3, 3, H, W]
+    values = per_step_metrics(truth, truth)
+    assert set(values) >= {"road_iou", "sharpness"}
+    assert torch.equal(values["road_iou"], torch.ones(2, 3))
+    torch.testing.assert_close(values["sharpness"], torch.ones(2, 3))
+
+
+def test_steps_worse_than_the_baselines():
+    def metrics(mse, ssim):  # two sequences with the same values
+        mse, ssim = torch.tensor([mse, mse]), torch.tensor([ssim, ssim])
+        return {"mse": mse, "psnr": -10 * mse.log10(), "ssim": ssim, "road_iou": ssim}
+
+    values = {"autoregressive": metrics([1.0, 2.0, 3.0, 4.0], [0.9, 0.8, 0.7, 0.6]),
+              "copy_last": metrics([2.0, 2.0, 2.0, 5.0], [0.5, 0.9, 0.5, 0.9]),
+              "mean_frame": metrics([3.0, 3.0, 3.0, 3.0], [0.8, 0.8, 0.8, 0.8])}
+    worse = steps_worse(values, "autoregressive", ("copy_last", "mean_frame"))
+    assert worse["mse"] == {"copy_last": [3], "mean_frame": [4]}
+    assert worse["psnr"] == worse["mse"]
+    assert worse["ssim"] == {"copy_last": [2, 4], "mean_frame": [3, 4]}
+    assert step_ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10" and step_ranges([]) == ""
+
+
+# -- the open-loop unroll and its training loss ---------------------------------------------
+
+
+def make_model(seed: int = 0, **options) -> WorldModel:
+    torch.manual_seed(seed)
+    return WorldModel(hidden_size=16, frame_shape=SHAPE, warp="flow", **options)
+
+
+def make_batch(B: int = 3, L: int = 8, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"frames": torch.rand(B, L, *SHAPE, generator=g),
+            "actions": torch.rand(B, L, 3, generator=g) * 2 - 1}
+
+
+def test_unroll_is_the_autoregressive_rollout_with_gradients():
+    model, batch = make_model(), make_batch()
+    frames, actions = batch["frames"], batch["actions"][:, :-1]
+    with torch.no_grad():
+        # A trained-looking model: random heads, so the rollout differs from copy-last.
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    torch.testing.assert_close(unroll(model, frames, actions, context=2),
+                               rollout.autoregressive(model, frames, actions, context=2))
+
+
+def test_gradients_flow_through_fed_back_frames_unless_detached():
+    """The last prediction's loss reaches the first step's warp through the frames fed back."""
+    batch = make_batch()
+    grads = {}
+    for detach in (False, True):
+        model = make_model()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+        predictions = unroll(model, batch["frames"], batch["actions"][:, :-1], 1, detach=detach)
+        predictions[:, -1].pow(2).mean().backward()
+        grads[detach] = model.warp.head.weight.grad.clone()
+    assert not torch.allclose(grads[False], grads[True])
+
+
+def test_keep_gate_starts_near_copy_last_and_needs_a_carried_frame():
+    model, batch = make_model(gate=True), make_batch()
+    with torch.no_grad():
+        next_frames, _ = model(batch["frames"], batch["actions"])
+    torch.testing.assert_close(next_frames, 0.99 * batch["frames"], rtol=0, atol=1e-3)
+    with pytest.raises(UserError, match="model.gate"):
+        WorldModel(hidden_size=16, frame_shape=SHAPE, gate=True)
+
+
+@pytest.mark.parametrize("open_loop,key", [
+    ({"horizon": -1}, "train.open_loop.horizon"),
+    ({"horizon": 5, "ramp": 2.0}, "train.open_loop.ramp"),
+    ({"horizon": 5, "tf_weight": -1.0}, "train.open_loop.tf_weight"),
+    ({"horizon": 5, "context": 0}, "train.open_loop.context"),
+    ({"horizon": 5, "speed": 1}, "train.open_loop.speed"),
+])
+def test_bad_open_loop_settings_name_the_key(open_loop, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        make_model(open_loop=open_loop)
+
+
+def test_open_loop_needs_scheduled_sampling_off():
+    with pytest.raises(UserError, match="train.open_loop.horizon"):
+        make_model(open_loop={"horizon": 4}, scheduled_sampling={
+            "schedule": "linear", "start": 1.0, "end": 0.0, "decay_steps": 10})
+
+
+# -- the real command line -------------------------------------------------------------------
+
+
+def test_cli_open_loop_training_grows_the_horizon(run_cli, tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("train.py", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
+                   f"hydra.run.dir={run_dir}", "model.hidden_size=16", "model.gate=true",
+                   "train.scheduled_sampling.schedule=none", "train.open_loop.horizon=10",
+                   "train.open_loop.ramp=0.5", "data.train_seq_len=12", "data.train_stride=4",
+                   "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    model = WorldModel.load_from_checkpoint(results["checkpoint"], map_location="cpu")
+    assert model.hparams.open_loop["horizon"] == 10 and model.hparams.gate
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        horizons = [float(r["train/open_loop_horizon"]) for r in csv.DictReader(f)
+                    if r.get("train/open_loop_horizon")]
+    # From 1 at the first step to the full horizon at half the run, then it stays there.
+    assert horizons[0] == 1 and horizons[-1] == 10
+    assert horizons == sorted(horizons)
