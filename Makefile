@@ -11,12 +11,15 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 # Where make report and make compare write their markdown and figures.
 OUT ?= reports
+# make compare STUDY=open_loop runs conf/study/open_loop.yaml; DIR=... continues a runs directory.
+STUDY ?=
+DIR ?=
 STAMP := $(VENV)/.installed
 # Optional extras to add to .venv, e.g. make install EXTRAS=slurm (the submitit launcher).
 EXTRAS ?=
 
 # key=value words on the command line become Hydra overrides.
-HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=% OUT=% EXTRAS=%,$(MAKEOVERRIDES)),'$(v)')
+HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=% OUT=% EXTRAS=% STUDY=% DIR=%,$(MAKEOVERRIDES)),'$(v)')
 
 export SDL_VIDEODRIVER ?= dummy
 
@@ -46,7 +49,7 @@ report: $(STAMP)
 	$(PY) -m world_models.report --out '$(OUT)' $(if $(RUNS),--runs '$(RUNS)') $(HYDRA_ARGS)
 
 compare: $(STAMP)
-	$(PY) -m world_models.compare --out '$(OUT)' $(HYDRA_ARGS)
+	$(PY) -m world_models.compare --out '$(OUT)' $(if $(STUDY),--study '$(STUDY)') $(if $(DIR),--dir '$(DIR)') $(HYDRA_ARGS)
 
 sweep: $(STAMP)
 	$(PY) train.py -m model.core=builtin,scratch seed=0,1,2 group=sweep $(HYDRA_ARGS)

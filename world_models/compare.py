@@ -20,7 +20,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from world_models import comparison
+from world_models import comparison, studies
 from world_models.errors import UserError, exit_on_user_error
 from world_models.report import evaluate, key_of, merge, route, run
 
@@ -114,6 +114,19 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def run_study(name: str, root: Path, out: Path, train_args: list[str],
+              eval_args: list[str]) -> None:
+    """conf/study/<name>.yaml's variants over its seeds; COMPARISON_<name>.md in `out`."""
+    study = studies.load_study(name)
+    root.mkdir(parents=True, exist_ok=True)
+    walls = WallTimes(root / "wall_times.json")
+    runs = train_and_evaluate(study["variants"], study["seeds"], root,
+                              merge(study["train"], train_args),
+                              merge(study["evaluate"], eval_args), walls)
+    path = studies.write(name, study, runs, out, {"root": root, "walls": walls.seconds})
+    print(f"comparison: {path}")
+
+
 @exit_on_user_error
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -123,6 +136,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dir", type=Path, help="runs directory; give an earlier one to "
                         "continue it (default outputs/compare/<time>)")
     parser.add_argument("--stage1-only", action="store_true", help="skip the Task 4 techniques")
+    parser.add_argument("--study", help="run conf/study/STUDY.yaml's variants instead "
+                        "(e.g. open_loop)")
     parser.add_argument("overrides", nargs="*", help="key=value words for train.py/evaluate.py")
     args = parser.parse_args(argv)
     seeds = parse_seeds(args.seeds)
@@ -133,6 +148,8 @@ def main(argv=None) -> None:
     train_args = merge(BUDGET, train_args)
     eval_args = merge(["rollout.horizon=150"], eval_args)
     root = args.dir or Path("outputs") / "compare" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    if args.study:
+        return run_study(args.study, root, args.out, train_args, eval_args)
     root.mkdir(parents=True, exist_ok=True)
     walls = WallTimes(root / "wall_times.json")
     started = time.perf_counter()

@@ -28,14 +28,15 @@ BASELINES = {"copy_last": "copy-last", "mean_frame": "mean-frame"}
 
 
 def load_run(run_dir: Path) -> dict:
-    curves = {}  # strategy -> per-step MSE (mean over test sequences), steps from 1
+    by_metric = {}  # metric -> strategy -> per-step mean over test sequences, steps from 1
     with open(run_dir / "evaluate" / "rollout_metrics.csv") as f:
         for row in csv.DictReader(f):
-            if row["metric"] == "mse":
-                curves.setdefault(row["strategy"], []).append(float(row["mean"]))
+            by_metric.setdefault(row["metric"], {}).setdefault(row["strategy"], []).append(
+                float(row["mean"]))
     config = run_dir / ".hydra" / "config.yaml"
     return {"dir": run_dir, "results": read_json(run_dir / "results.json"),
-            "summary": read_json(run_dir / "evaluate" / "summary.json"), "curves": curves,
+            "summary": read_json(run_dir / "evaluate" / "summary.json"),
+            "curves": by_metric.get("mse", {}), "by_metric": by_metric,
             "config": OmegaConf.to_container(OmegaConf.load(config)) if config.is_file() else {}}
 
 

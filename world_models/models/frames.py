@@ -6,7 +6,8 @@
     features = encoder(frames)  # [B, T, 3, H, W] -> [B, T, encoder.output_size]
     frames = decoder(hidden)    # [B, T, Hd] -> [B, T, 3, H, W]
 
-``flat`` is the course report's: the flattened frame in, one linear layer out. ``conv`` is a
+``flat`` is the course report's: the flattened frame in, one linear layer out; ``pooled`` the
+same with the input frame at half its side (the decoder paints the full frame). ``conv`` is a
 small convolutional pair (0.93M parameters at 32x32 with hidden 128 and an LSTM core).
 ``decoder.zero_output_()`` zeroes the last layer, so a residual model starts as copy-last.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -27,6 +29,22 @@ class FlatEncoder(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         return frames.flatten(start_dim=2)  # [B, T, 3HW]
+
+
+class PooledEncoder(nn.Module):
+    """The frame area-averaged to half its side, flattened; no parameters. A quarter of the flat
+    encoder's inputs, so the core's input layer (most of a flat model's arithmetic) costs a
+    quarter; a warp decoder still moves the full-resolution frame."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int) -> None:
+        super().__init__()
+        channels, height, width = frame_shape
+        self.output_size = channels * (height // 2) * (width // 2)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        B, T = frames.shape[:2]
+        pooled = F.avg_pool2d(frames.flatten(0, 1), 2)  # [BT, 3, H/2, W/2]
+        return pooled.flatten(start_dim=1).unflatten(0, (B, T))  # [B, T, 3HW/4]
 
 
 class FlatDecoder(nn.Linear):
@@ -93,6 +111,7 @@ class ConvDecoder(nn.Module):
 FRAME_CODECS: dict[str, tuple[type[nn.Module], type[nn.Module], int]] = {
     "flat": (FlatEncoder, FlatDecoder, 1),
     "conv": (ConvEncoder, ConvDecoder, 8),
+    "pooled": (PooledEncoder, FlatDecoder, 2),
 }
 
 

@@ -1,0 +1,75 @@
+"""Studies (conf/study/*.yaml, `make compare STUDY=...`): every shipped study composes with the
+real configs, and the goals are judged from the runs' files."""
+
+import json
+import math
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tests.helpers import ROOT
+from world_models import comparison, studies
+from world_models.errors import UserError
+from world_models.training import check_config
+
+STEPS = 150
+
+
+def fake_run(run_dir, test_mse, ar_mse, ar_ssim=0.9):
+    """A finished run's files. Copy-first's MSE rises 0 -> 0.02 over the steps, the mean
+    frame's is 0.01 throughout; the rollout's is `ar_mse(step)`. Copy-last's one-step test MSE
+    is 1e-3."""
+    (run_dir / "evaluate").mkdir(parents=True)
+    results = {"test_mse": test_mse, "best_val_mse": test_mse, "fit_seconds": 60.0,
+               "train_frames_per_s": 900.0, "baselines": {"copy_last": 1e-3, "mean_frame": 8e-3}}
+    curves = {"autoregressive": ar_mse, "copy_last": lambda t: 0.02 * t / STEPS,
+              "mean_frame": lambda t: 0.01}
+    ssim = {"autoregressive": ar_ssim, "copy_last": 0.5, "mean_frame": 0.8}
+    rows = ["step,strategy,metric,mean,std,n"]
+    for strategy, curve in curves.items():
+        for t in range(1, STEPS + 1):
+            mse = curve(t)
+            for metric, value in (("mse", mse), ("psnr", -10 * math.log10(mse)),
+                                  ("ssim", ssim[strategy]), ("road_iou", 0.5),
+                                  ("sharpness", 1.0)):
+                rows.append(f"{t},{strategy},{metric},{value},0,2")
+    (run_dir / "evaluate" / "rollout_metrics.csv").write_text("\n".join(rows) + "\n")
+    summary = {"sequences": 2, "horizon": STEPS, "context": 1, "data": {"dir": "d"}}
+    (run_dir / "results.json").write_text(json.dumps(results))
+    (run_dir / "evaluate" / "summary.json").write_text(json.dumps(summary))
+    return comparison.load_run(run_dir)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in studies.STUDY_DIR.glob("*.yaml")))
+def test_every_shipped_study_composes_with_the_real_configs(name):
+    study = studies.load_study(name)
+    for words in study["variants"].values():
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=[*study["train"], *words])
+        check_config(cfg)  # a valid setting, or a UserError naming the variant's bad key
+
+
+def test_unknown_study_lists_the_known_ones():
+    with pytest.raises(UserError, match="open_loop"):
+        studies.load_study("nope")
+
+
+def test_goals_from_the_runs_files(tmp_path):
+    good = fake_run(tmp_path / "good", 1.5e-4, lambda t: 0.5 * min(0.02 * t / STEPS, 0.01))
+    # Worse than the mean frame from step 100 on, and one-step 0.3x copy-last.
+    late = fake_run(tmp_path / "late", 3e-4, lambda t: 0.011 if t >= 100 else 0.001 * t / STEPS,
+                    ar_ssim=0.7)
+    ok = studies.verdicts([good])
+    assert all(met for met, _ in ok.values()), ok
+    bad = studies.verdicts([late])
+    goal1, goal2, goal3 = bad.values()
+    assert goal1 == (False, "MSE > mean-frame at 51 steps (100-150)")
+    assert not goal2[0] and "SSIM < mean-frame at 150 steps (1-150)" in goal2[1]
+    assert goal3 == (False, "0.300x")
+    path = studies.write("open_loop", studies.load_study("open_loop"),
+                         {"good": [good], "late": [late]}, tmp_path / "out",
+                         {"root": tmp_path, "walls": {"train good": 60.0}})
+    text = path.read_text()
+    assert "1. AR MSE <= both baselines: **MET**" in text
+    assert "1. AR MSE <= both baselines: **NOT MET** (MSE > mean-frame at 51 steps" in text
+    assert (tmp_path / "out" / "figures" / "open_loop_per_step.png").is_file()
