@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch.callbacks import Callback
 
 from world_models.data.episodes import write_episode
 
@@ -50,3 +51,16 @@ def write_counting_dataset(directory, lengths, size: int = 4) -> Path:
     for i, steps in enumerate(lengths):
         write_episode(directory / f"episode_{i:05d}.npz", **counting_episode(steps, size, 10 * i))
     return directory
+
+
+class CrashAtEpoch(Callback):
+    """Ends the process, as a kill would, when epoch `epoch` (from 0) starts: the checkpoints of
+    the epochs before it are on disk, nothing after. Used through the CLI as
+    +callbacks.crash._target_=tests.helpers.CrashAtEpoch +callbacks.crash.epoch=1."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            os._exit(3)

@@ -184,3 +184,30 @@ def test_cli_open_loop_training_grows_the_horizon(run_cli, tiny_data, tmp_path):
     # From 1 at the first step to the full horizon at half the run, then it stays there.
     assert horizons[0] == 1 and horizons[-1] == 10
     assert horizons == sorted(horizons)
+
+
+def test_resume_equals_an_uninterrupted_open_loop_run(run_cli, tiny_data, tmp_path):
+    """The curriculum reads the global step and the run's total steps: a run killed as its
+    second epoch starts, resumed from its last.ckpt into a new directory, must end where an
+    uninterrupted one does."""
+    words = ["data=tiny", f"data.dir={tiny_data}", "data.collect=false", "model.hidden_size=16",
+             "model.gate=true", "model.encoder=pooled", "train.scheduled_sampling.schedule=none",
+             "train.open_loop.horizon=8", "train.open_loop.ramp=0.6", "data.train_seq_len=10",
+             "data.train_stride=5", "train.input_noise=0.02", "callbacks.rollout.every_n_epochs=0"]
+
+    def train(name, *extra, code=0):
+        proc = run_cli("train.py", *words, "trainer.max_epochs=2",
+                       f"hydra.run.dir={tmp_path / name}", *extra)
+        assert proc.returncode == code, proc.stderr[-3000:]
+        return proc
+
+    train("whole")
+    train("killed", "+callbacks.crash._target_=tests.helpers.CrashAtEpoch",
+          "+callbacks.crash.epoch=1", code=3)
+    assert not (tmp_path / "killed" / "results.json").exists()
+    train("resumed", f"ckpt_path={tmp_path / 'killed' / 'checkpoints' / 'last.ckpt'}")
+    whole, resumed = (json.loads((tmp_path / name / "results.json").read_text())
+                      for name in ("whole", "resumed"))
+    assert resumed["optimizer_steps"] == whole["optimizer_steps"]
+    assert resumed["test_mse"] == pytest.approx(whole["test_mse"], rel=1e-6)
+    assert resumed["best_val_mse"] == pytest.approx(whole["best_val_mse"], rel=1e-6)
