@@ -17,6 +17,7 @@ from world_models.metrics import (
     step_ranges,
     steps_worse,
 )
+from world_models.models.losses import fast_ssim
 from world_models.models.sampling import unroll
 from world_models.models.world_model import WorldModel
 
@@ -96,6 +97,20 @@ def test_steps_worse_than_the_baselines():
     assert step_ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10" and step_ranges([]) == ""
 
 
+def test_fast_ssim_equals_torchmetrics_and_has_gradients():
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(6, 3, 32, 24, generator=g)  # not square: both axes' windows are used
+    pred = (truth + 0.2 * torch.randn(truth.shape, generator=g)).clamp(0, 1).requires_grad_()
+    expected = structural_similarity_index_measure(pred, truth, data_range=1.0,
+                                                   reduction="none")
+    got = fast_ssim(pred, truth)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    got.sum().backward()
+    assert pred.grad.abs().sum() > 0
+
+
 # -- the open-loop unroll and its training loss ---------------------------------------------
 
 
@@ -156,6 +171,17 @@ def test_keep_gate_starts_near_copy_last_and_needs_a_carried_frame():
 def test_bad_open_loop_settings_name_the_key(open_loop, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         make_model(open_loop=open_loop)
+
+
+def test_ssim_weight_adds_the_ssim_term_and_refuses_negatives():
+    batch = make_batch()
+    pred, truth = batch["frames"][:, 1:], batch["frames"][:, :-1]
+    plain, with_ssim = make_model().objective(pred, truth), make_model(
+        ssim_weight=0.5).objective(pred, truth)
+    ssim = fast_ssim(pred[:, 0::4].flatten(0, 1), truth[:, 0::4].flatten(0, 1)).mean()
+    torch.testing.assert_close(with_ssim, plain + 0.5 * (1 - ssim))
+    with pytest.raises(UserError, match="model.ssim_weight"):
+        make_model(ssim_weight=-1.0)
 
 
 def test_open_loop_needs_scheduled_sampling_off():

@@ -97,7 +97,8 @@ def check_config(cfg: DictConfig) -> None:
                   frame_shape=(3, size, size), warp=m.warp, l1_weight=m.l1_weight,
                   scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
                   input_noise=cfg.train.input_noise, gate=m.gate, residual=m.residual,
-                  open_loop=OmegaConf.to_container(cfg.train.open_loop))
+                  open_loop=OmegaConf.to_container(cfg.train.open_loop),
+                  ssim_weight=m.ssim_weight)
 
 
 def train(cfg: DictConfig) -> dict:

@@ -15,6 +15,7 @@ from torch import nn
 from world_models.errors import UserError
 from world_models.models.cores import CORES, build_core
 from world_models.models.frames import FRAME_CODECS, build_frame_codec
+from world_models.models.losses import fast_ssim
 from world_models.models.sampling import (
     check_schedule,
     scheduled_rollout,
@@ -24,6 +25,7 @@ from world_models.models.sampling import (
 from world_models.models.warps import WARPS, build_warp
 
 PROTOCOLS = ("bptt", "per_step")
+SSIM_STRIDE = 4
 
 
 class NonFiniteLossError(UserError):
@@ -64,13 +66,15 @@ class WorldModel(L.LightningModule):
         input_noise: float = 0.0,
         gate: bool = False,
         open_loop: dict | None = None,
+        ssim_weight: float = 0.0,
     ):
         super().__init__()
         scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
         open_loop = dict(open_loop or {"horizon": 0})
         check_hparams(core, hidden_size, lr, protocol, encoder=encoder, frame_shape=frame_shape,
                       warp=warp, l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
-                      input_noise=input_noise, gate=gate, residual=residual, open_loop=open_loop)
+                      input_noise=input_noise, gate=gate, residual=residual, open_loop=open_loop,
+                      ssim_weight=ssim_weight)
         # Only plain values are saved, so load_from_checkpoint rebuilds the core.
         self.save_hyperparameters()
         self.frame_shape = tuple(frame_shape)
@@ -104,10 +108,20 @@ class WorldModel(L.LightningModule):
         return F.mse_loss(next_frames_pred, frames[:, 1:])
 
     def objective(self, next_frames_pred, next_frames) -> torch.Tensor:
-        """The training loss: MSE, plus model.l1_weight times the mean absolute error."""
+        """The training loss: MSE, plus model.l1_weight times the mean absolute error, plus
+        model.ssim_weight times 1 - SSIM of every SSIM_STRIDE-th predicted frame."""
         loss = F.mse_loss(next_frames_pred, next_frames)
         if self.hparams.l1_weight:
             loss = loss + self.hparams.l1_weight * F.l1_loss(next_frames_pred, next_frames)
+        if self.hparams.get("ssim_weight"):
+            # MSE barely notices a faint pattern painted over flat truth (the red and blue
+            # channels of grass and road are one flat value); SSIM's structure term does.
+            # A quarter of the steps, moving with the global step, keeps the term cheap.
+            offset = self.global_step % SSIM_STRIDE
+            pred = next_frames_pred[:, offset::SSIM_STRIDE].flatten(0, 1)  # [B*T', 3, H, W]
+            true = next_frames[:, offset::SSIM_STRIDE].flatten(0, 1)
+            if len(pred):
+                loss = loss + self.hparams.ssim_weight * (1 - fast_ssim(pred, true).mean())
         return loss
 
     def noisy(self, frames) -> torch.Tensor:
@@ -223,7 +237,7 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
                   encoder: str = "flat", frame_shape=(3, 32, 32), warp: str = "none",
                   l1_weight: float = 0.0, scheduled_sampling: dict | None = None,
                   input_noise: float = 0.0, gate: bool = False, residual: bool = False,
-                  open_loop: dict | None = None) -> None:
+                  open_loop: dict | None = None, ssim_weight: float = 0.0) -> None:
     """Refuse impossible settings before anything is built, naming the key."""
     if core not in CORES:
         raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
@@ -247,6 +261,8 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
         raise UserError(f"model.warp: unknown warp '{warp}'; available: {', '.join(WARPS)}")
     if not l1_weight >= 0:
         raise UserError(f"model.l1_weight: expected >= 0, got {l1_weight}")
+    if not ssim_weight >= 0:
+        raise UserError(f"model.ssim_weight: expected >= 0, got {ssim_weight}")
     if not input_noise >= 0:
         raise UserError(f"train.input_noise: expected >= 0, got {input_noise}")
     if gate and warp == "none" and not residual:
