@@ -152,6 +152,30 @@ def test_gradients_flow_through_fed_back_frames_unless_detached():
     assert not torch.allclose(grads[False], grads[True])
 
 
+def test_unroll_tells_a_counting_model_how_long_it_has_fed_on_itself():
+    """own_steps is 0 for true frames and 1, 2, ... for the model's own predictions after
+    them: the rollout equals one made by hand with those counts, and differs from the same
+    model told 0 throughout."""
+    model, batch = make_model(own_steps_input=True), make_batch(L=6)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+        frames, actions = batch["frames"], batch["actions"][:, :-1]
+        got = unroll(model, frames, actions, context=2)
+        by_hand, state = model(frames[:, :2], actions[:, :2])
+        predictions, blind = [by_hand], [by_hand]
+        blind_state = state
+        for t in range(2, 5):
+            frame = predictions[-1][:, -1:].clamp(0, 1)
+            step, state = model(frame, actions[:, t : t + 1], state, own_steps=t - 1)
+            predictions.append(step)
+            frame = blind[-1][:, -1:].clamp(0, 1)
+            step, blind_state = model(frame, actions[:, t : t + 1], blind_state)
+            blind.append(step)
+    torch.testing.assert_close(got, torch.cat(predictions, dim=1))
+    assert not torch.allclose(got, torch.cat(blind, dim=1))
+
+
 def test_keep_gate_starts_near_copy_last_and_needs_a_carried_frame():
     model, batch = make_model(gate=True), make_batch()
     with torch.no_grad():

@@ -106,13 +106,17 @@ def unroll(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor, contex
     1..context come from true frames in one call; from frame context+1 on the model sees only
     what it painted, clamped to [0, 1] (a frame never leaves it, and an overshoot fed back
     would compound). With ``detach`` no gradient flows through the fed-back frames.
+    A model with ``counts_own_steps`` is told, at each step, how many steps it has been feeding
+    on its own predictions.
     """
     steps = actions.shape[1]
+    counts = getattr(model, "counts_own_steps", False)
     next_frames, state = model(frames[:, :context], actions[:, :context])  # [B, context, ...]
     predictions = [next_frames]
     for t in range(context, steps):
         frame = next_frames[:, -1:].clamp(0.0, 1.0)  # [B, 1, 3, H, W]
-        next_frames, state = model(frame.detach() if detach else frame, actions[:, t : t + 1],
-                                   state)
+        frame = frame.detach() if detach else frame
+        own = {"own_steps": t - context + 1} if counts else {}
+        next_frames, state = model(frame, actions[:, t : t + 1], state, **own)
         predictions.append(next_frames)
     return torch.cat(predictions, dim=1)  # [B, T, 3, H, W]

@@ -7,6 +7,8 @@ change), a warp (next = the current frame moved by a predicted warp + change), a
 scheduled sampling and input noise in training.
 """
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,18 @@ SSIM_STRIDE = 4
 
 class NonFiniteLossError(UserError):
     """Training diverged; the message names the step."""
+
+
+OWN_STEP_FEATURES = 2
+
+
+def own_steps_features(own_steps: int, actions: torch.Tensor) -> torch.Tensor:
+    """[B, T, 2] for every step: whether the input frame is the model's own prediction, and
+    log(1 + own_steps) / 5 (about 1 at 150 steps), so that the model can be sharp on true
+    frames and fall back on what it expects where its own picture has lost the world."""
+    value = torch.tensor([float(own_steps > 0), math.log1p(own_steps) / 5.0],
+                         dtype=actions.dtype, device=actions.device)
+    return value.expand(*actions.shape[:-1], OWN_STEP_FEATURES)
 
 
 class KeepGate(nn.Module):
@@ -67,6 +81,7 @@ class WorldModel(L.LightningModule):
         gate: bool = False,
         open_loop: dict | None = None,
         ssim_weight: float = 0.0,
+        own_steps_input: bool = False,
     ):
         super().__init__()
         scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
@@ -79,7 +94,10 @@ class WorldModel(L.LightningModule):
         self.save_hyperparameters()
         self.frame_shape = tuple(frame_shape)
         self.encoder, self.decoder = build_frame_codec(encoder, self.frame_shape, hidden_size)
-        self.core = build_core(core, self.encoder.output_size + action_size, hidden_size)
+        extra = OWN_STEP_FEATURES if own_steps_input else 0
+        self.core = build_core(core, self.encoder.output_size + action_size + extra, hidden_size)
+        # rollouts (sampling.unroll) pass own_steps to a model that says it reads them
+        self.counts_own_steps = own_steps_input
         self.warp = build_warp(warp, self.frame_shape, hidden_size)
         self.gate = KeepGate(self.frame_shape, hidden_size) if gate else None
         if residual or self.warp is not None:  # an untrained residual model copies the last frame
@@ -88,9 +106,16 @@ class WorldModel(L.LightningModule):
         self.automatic_optimization = protocol == "bptt"
         self._rng, self._rng_state = None, None  # see training_generator()
 
-    def forward(self, frames, actions, state=None):
-        """frames [B, T, 3, H, W], actions [B, T, A] -> next frames [B, T, 3, H, W], state."""
-        inputs = torch.cat([self.encoder(frames), actions], dim=-1)  # [B, T, F + A]
+    def forward(self, frames, actions, state=None, own_steps: int = 0):
+        """frames [B, T, 3, H, W], actions [B, T, A] -> next frames [B, T, 3, H, W], state.
+
+        own_steps: how many steps the model has been feeding on its own predictions when it
+        sees these frames (0: true frames); read with model.own_steps_input, else ignored.
+        """
+        parts = [self.encoder(frames), actions]  # [B, T, F], [B, T, A]
+        if self.hparams.get("own_steps_input"):
+            parts.append(own_steps_features(own_steps, actions))
+        inputs = torch.cat(parts, dim=-1)  # [B, T, F + A (+ 2)]
         features, state = self.core(inputs, state)  # [B, T, hidden]
         next_frames = self.decoder(features)  # [B, T, 3, H, W]
         # The change is added to the frame the model was given (noisy, in training), warped.
