@@ -188,6 +188,8 @@ def test_keep_gate_starts_near_copy_last_and_needs_a_carried_frame():
 @pytest.mark.parametrize("open_loop,key", [
     ({"horizon": -1}, "train.open_loop.horizon"),
     ({"horizon": 5, "ramp": 2.0}, "train.open_loop.ramp"),
+    ({"horizon": 5, "warmup": -0.1}, "train.open_loop.warmup"),
+    ({"horizon": 5, "warmup_window": 1}, "train.open_loop.warmup_window"),
     ({"horizon": 5, "tf_weight": -1.0}, "train.open_loop.tf_weight"),
     ({"horizon": 5, "context": 0}, "train.open_loop.context"),
     ({"horizon": 5, "speed": 1}, "train.open_loop.speed"),
@@ -222,7 +224,8 @@ def test_cli_open_loop_training_grows_the_horizon(run_cli, tiny_data, tmp_path):
     proc = run_cli("train.py", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
                    f"hydra.run.dir={run_dir}", "model.hidden_size=16", "model.gate=true",
                    "train.scheduled_sampling.schedule=none", "train.open_loop.horizon=10",
-                   "train.open_loop.ramp=0.5", "data.train_seq_len=12", "data.train_stride=4",
+                   "train.open_loop.warmup=0.25", "train.open_loop.warmup_window=4",
+                   "train.open_loop.ramp=0.25", "data.train_seq_len=12", "data.train_stride=2",
                    "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
@@ -231,8 +234,12 @@ def test_cli_open_loop_training_grows_the_horizon(run_cli, tiny_data, tmp_path):
     with open(run_dir / "csv" / "metrics.csv") as f:
         horizons = [float(r["train/open_loop_horizon"]) for r in csv.DictReader(f)
                     if r.get("train/open_loop_horizon")]
-    # From 1 at the first step to the full horizon at half the run, then it stays there.
-    assert horizons[0] == 1 and horizons[-1] == 10
+    # Teacher forcing over the first quarter of the run, then from 1 to the full horizon over
+    # the next quarter, then it stays there.
+    steps = len(horizons)  # one logged value per optimizer step
+    assert horizons[: steps // 4] == [0] * (steps // 4) and horizons[steps // 4] == 1
+    assert 1 < horizons[3 * steps // 8] < 10
+    assert horizons[steps // 2 :] == [10] * (steps - steps // 2)
     assert horizons == sorted(horizons)
 
 

@@ -204,23 +204,42 @@ class WorldModel(L.LightningModule):
                                                  self.training_generator())
         return self.objective(next_frames_pred, frames[:, 1:])
 
-    def open_loop_horizon(self) -> int:
-        """Open-loop steps per window now: 1 at step 0, growing linearly to train.open_loop.horizon
-        over the first train.open_loop.ramp of the run's optimizer steps (a curriculum: a fresh
-        model's own rollouts are noise, nothing to learn from over a long stretch)."""
-        settings = self.hparams.open_loop
+    def run_progress(self) -> float:
+        """The fraction of the run's optimizer steps taken, 0 outside a fit."""
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
-        ramp_steps = settings.get("ramp", 0.0) * total
-        done = min(self.global_step / ramp_steps, 1.0) if ramp_steps else 1.0
+        return min(self.global_step / total, 1.0) if total else 0.0
+
+    def open_loop_horizon(self) -> int:
+        """Open-loop steps per window now: 0 during train.open_loop.warmup (a fraction of the
+        run), then 1, growing linearly to train.open_loop.horizon over the next
+        train.open_loop.ramp of the run (a curriculum: a fresh model's own rollouts are noise,
+        nothing to learn from over a long stretch)."""
+        settings = self.hparams.open_loop
+        progress = self.run_progress() - settings.get("warmup", 0.0)
+        if progress < 0:
+            return 0
+        ramp = settings.get("ramp", 0.0)
+        done = min(progress / ramp, 1.0) if ramp else 1.0
         return max(1, round(1 + done * (settings["horizon"] - 1)))
 
     def _open_loop_loss(self, inputs, frames, actions) -> torch.Tensor:
         """The loss of a window whose last `horizon` steps the model predicts from its own
         predictions, gradients through them, plus train.open_loop.tf_weight times the
-        teacher-forced loss of the whole window."""
+        teacher-forced loss of the whole window. During the warmup: the teacher-forced loss of
+        a train.open_loop.warmup_window-frame slice of each window, so that the model learns
+        one step from many cheap optimizer steps before it learns from its own rollouts."""
         settings = self.hparams.open_loop
+        horizon = self.open_loop_horizon()
+        if horizon == 0:
+            length = min(settings.get("warmup_window", 10), frames.shape[1])
+            start = torch.randint(0, frames.shape[1] - length + 1, (),
+                                  generator=self.training_generator()).item()
+            window = slice(start, start + length)
+            self.log("train/open_loop_horizon", 0.0, on_step=True, on_epoch=False)
+            next_frames_pred, _ = self(inputs[:, window][:, :-1], actions[:, window][:, :-1])
+            return self.objective(next_frames_pred, frames[:, window][:, 1:])
         steps = frames.shape[1] - 1
-        horizon = min(self.open_loop_horizon(), steps - settings.get("context", 1))
+        horizon = min(horizon, steps - settings.get("context", 1))
         self.log("train/open_loop_horizon", float(horizon), on_step=True, on_epoch=False)
         predictions = unroll(self, inputs, actions[:, :-1], context=steps - horizon,
                              detach=settings.get("detach", False))  # [B, T, 3, H, W]
@@ -302,7 +321,8 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
                         f"got '{schedule['schedule']}' with per_step")
 
 
-OPEN_LOOP_KEYS = ("horizon", "context", "ramp", "tf_weight", "detach")
+OPEN_LOOP_KEYS = ("horizon", "context", "warmup", "warmup_window", "ramp", "tf_weight",
+                  "detach")
 
 
 def check_open_loop(settings: dict, schedule: dict, protocol: str) -> None:
@@ -320,9 +340,14 @@ def check_open_loop(settings: dict, schedule: dict, protocol: str) -> None:
     context = settings.get("context", 1)
     if not isinstance(context, int) or context < 1:
         raise UserError(f"{prefix}.context: expected an integer >= 1, got {context}")
-    ramp = settings.get("ramp", 0.0)
-    if not isinstance(ramp, int | float) or not 0.0 <= ramp <= 1.0:
-        raise UserError(f"{prefix}.ramp: expected a fraction of the run in [0, 1], got {ramp}")
+    for key in ("warmup", "ramp"):
+        value = settings.get(key, 0.0)
+        if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise UserError(f"{prefix}.{key}: expected a fraction of the run in [0, 1], "
+                            f"got {value}")
+    window = settings.get("warmup_window", 10)
+    if not isinstance(window, int) or window < 2:
+        raise UserError(f"{prefix}.warmup_window: expected an integer >= 2, got {window}")
     tf_weight = settings.get("tf_weight", 0.0)
     if not isinstance(tf_weight, int | float) or tf_weight < 0:
         raise UserError(f"{prefix}.tf_weight: expected >= 0, got {tf_weight}")
