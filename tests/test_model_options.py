@@ -265,8 +265,8 @@ def test_cli_run_with_every_option(run_cli, tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     proc = train(run_cli, tiny_data, run_dir, "model=transformer", "model.encoder=conv",
                  "model.residual=true", "model.warp=flow", "model.l1_weight=0.1",
-                 "train.scheduled_sampling.schedule=linear", "train.input_noise=0.01",
-                 "trainer.max_epochs=1", "trainer.log_every_n_steps=1")
+                 "train.scheduled_sampling.schedule=linear", "train.open_loop.horizon=0",
+                 "train.input_noise=0.01", "trainer.max_epochs=1", "trainer.log_every_n_steps=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["core"] == "transformer" and math.isfinite(results["test_mse"])
@@ -281,17 +281,19 @@ def test_cli_run_with_every_option(run_cli, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    ([], ("builtin", "flow", "bptt", "linear", 0.0, 30)),  # the make compare winner, ~15 min
-    (["experiment=task1"], ("builtin", "none", "per_step", "none", 0.0, 50)),  # the course's
-    (["experiment=task2"], ("scratch", "none", "per_step", "none", 0.0, 50)),
-    (["model=scratch"], ("scratch", "none", "bptt", "linear", 0.0, 30)),
+    # the open-loop study's winner, trained on its own rollouts of 100 steps
+    ([], ("builtin", "flow", True, "bptt", "none", 100, 101, 8)),
+    (["experiment=task1"], ("builtin", "none", False, "per_step", "none", 0, None, 50)),
+    (["experiment=task2"], ("scratch", "none", False, "per_step", "none", 0, None, 50)),
+    (["experiment=flow_ss"], ("builtin", "flow", False, "bptt", "linear", 0, None, 30)),
+    (["model=scratch"], ("scratch", "none", False, "bptt", "none", 100, 101, 8)),
 ])
 def test_default_config_is_the_winner_and_the_course_setups_stay(overrides, expected):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     schedule = cfg.train.scheduled_sampling.schedule
-    got = (cfg.model.core, cfg.model.warp, cfg.train.protocol, schedule, cfg.train.input_noise,
-           cfg.trainer.max_epochs)
+    got = (cfg.model.core, cfg.model.warp, cfg.model.gate, cfg.train.protocol, schedule,
+           cfg.train.open_loop.horizon, cfg.data.train_seq_len, cfg.trainer.max_epochs)
     assert got == expected
     check_config(cfg)  # and each is a valid setting
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SMALL = ("model.hidden_size=16",)
+SMALL = ("model.hidden_size=16", "checkpoint_monitor=val/loss")  # the best epoch is tested
 # Input noise is off by default; the resume runs turn it on so that its random draws are checked.
 NOISE = "train.input_noise=0.02"
 

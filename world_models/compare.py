@@ -30,7 +30,8 @@ from world_models.report import evaluate, key_of, merge, route, run
 BUDGET = ("trainer.max_epochs=12",)
 # Stage 1 trains on clean inputs with teacher forcing, whatever train.yaml's defaults are.
 PLAIN = ("train.scheduled_sampling.schedule=none", "train.input_noise=0",
-         "train.open_loop.horizon=0", "data.train_seq_len=null", "data.train_stride=null")
+         "train.open_loop.horizon=0", "data.train_seq_len=null", "data.train_stride=null",
+         "checkpoint_monitor=val/loss")
 STAGE1 = {
     "report": ["model=builtin", *PLAIN],
     "scratch": ["model=scratch", *PLAIN],

@@ -210,7 +210,8 @@ def main(argv=None) -> None:
             stages[f"train {core}"] = run("train.py", merge(
                 [f"model={core}", "train.scheduled_sampling.schedule=none",
                  "train.input_noise=0", "train.open_loop.horizon=0", "data.train_seq_len=null",
-                 "data.train_stride=null", "trainer.max_epochs=50"], train_args,
+                 "data.train_stride=null", "checkpoint_monitor=val/loss",
+                 "trainer.max_epochs=50"], train_args,
                 [f"hydra.run.dir={run_dirs[core]}"]))
     for name, run_dir in run_dirs.items():
         stages[f"evaluate {name}"] = evaluate(run_dir, eval_args)

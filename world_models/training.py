@@ -58,7 +58,9 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def build_callbacks(cfg: DictConfig) -> list:
     callbacks = []
-    for conf in (cfg.get("callbacks") or {}).values():
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        if name == "model_checkpoint" and conf.get("monitor") is None:
+            continue  # checkpoint_monitor=null: the last epoch is tested (last_checkpoint)
         try:
             callbacks.append(hydra.utils.instantiate(conf))
         except InstantiationException as err:
@@ -98,7 +100,7 @@ def check_config(cfg: DictConfig) -> None:
                   scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
                   input_noise=cfg.train.input_noise, gate=m.gate, residual=m.residual,
                   open_loop=OmegaConf.to_container(cfg.train.open_loop),
-                  ssim_weight=m.ssim_weight)
+                  ssim_weight=m.ssim_weight, fill=m.fill)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -128,6 +130,8 @@ def train(cfg: DictConfig) -> dict:
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         fit_seconds = time.perf_counter() - started
+        # the teacher-forced validation MSE of the last epoch validated (test() resets these)
+        last_val = trainer.callback_metrics.get("val/loss")
         checkpoint = next((c for c in callbacks
                            if isinstance(c, ModelCheckpoint) and c.monitor), None)
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
@@ -148,6 +152,7 @@ def train(cfg: DictConfig) -> dict:
     results = {
         "test_mse": test_mse,
         "best_val_mse": None if best_score is None else float(best_score),
+        "last_val_mse": None if last_val is None else float(last_val),
         "baselines": baselines,
         "ratio_to_copy_last": test_mse / baselines["copy_last"] if baselines["copy_last"] else None,
         "core": cfg.model.core,
@@ -159,7 +164,7 @@ def train(cfg: DictConfig) -> dict:
         "train_frames_per_s": throughput.frames_per_s,
         "fit_seconds": fit_seconds,
         "seed": cfg.seed,
-        "checkpoint": best,
+        "checkpoint": best or last_checkpoint(out_dir),
         "data_dir": str(cfg.data.dir),
     }
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -167,6 +172,12 @@ def train(cfg: DictConfig) -> dict:
     print(f"results: {out_dir / 'results.json'}  checkpoints: {out_dir / 'checkpoints'}  "
           f"logs: {out_dir}")
     return results
+
+
+def last_checkpoint(out_dir: Path) -> str | None:
+    """The run's last.ckpt, when it has one: what was tested if no best was chosen."""
+    path = out_dir / "checkpoints" / "last.ckpt"
+    return str(path) if path.is_file() else None
 
 
 def model_label(model: DictConfig) -> str:

@@ -116,10 +116,11 @@ class CarRacingDataModule(L.LightningDataModule):
         stride = seq_len if stride is None else stride
         if stride < 1:
             raise UserError(f"data.stride: expected >= 1, got {stride}")
+        if train_stride is None:  # as the val/test windows, or no overlap of the long ones
+            train_stride = stride if train_seq_len is None else train_seq_len
         train_seq_len = seq_len if train_seq_len is None else train_seq_len
         if train_seq_len < 2:
             raise UserError(f"data.train_seq_len: expected >= 2, got {train_seq_len}")
-        train_stride = train_seq_len if train_stride is None else train_stride
         if train_stride < 1:
             raise UserError(f"data.train_stride: expected >= 1, got {train_stride}")
         # Long training windows (open-loop training) with val/test windows as before, so the

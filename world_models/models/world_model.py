@@ -49,18 +49,25 @@ def own_steps_features(own_steps: int, actions: torch.Tensor) -> torch.Tensor:
 class KeepGate(nn.Module):
     """How much of the carried (warped) frame each pixel keeps, in (0, 1): a linear head from the
     core's state. It starts at 0.99 everywhere, nearly copy-last; where the model cannot know
-    what comes into view it learns to forget, and the painted part says what to expect there."""
+    what comes into view it learns to forget. With ``fill``, what it forgets is replaced by a
+    learned frame (the "unknown road" to expect; it starts black and learns fast, since its
+    gradient is direct); without, the painted part alone says what to expect there."""
 
-    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int) -> None:
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int,
+                 fill: bool = False) -> None:
         super().__init__()
         self.frame_shape = tuple(frame_shape)
         self.head = nn.Linear(hidden_size, frame_shape[1] * frame_shape[2])
         nn.init.zeros_(self.head.weight)
         nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
+        self.fill = nn.Parameter(torch.zeros(self.frame_shape)) if fill else None
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        keep = torch.sigmoid(self.head(hidden))  # [B, T, H*W]
-        return keep.unflatten(-1, (1, *self.frame_shape[1:]))  # [B, T, 1, H, W]
+    def forward(self, hidden: torch.Tensor, carried: torch.Tensor) -> torch.Tensor:
+        """hidden [B, T, Hd], carried [B, T, 3, H, W] -> the gated frame [B, T, 3, H, W]."""
+        keep = torch.sigmoid(self.head(hidden)).unflatten(-1, (1, *self.frame_shape[1:]))
+        if self.fill is None:
+            return keep * carried  # keep [B, T, 1, H, W]
+        return keep * carried + (1 - keep) * self.fill
 
 
 class WorldModel(L.LightningModule):
@@ -82,6 +89,7 @@ class WorldModel(L.LightningModule):
         open_loop: dict | None = None,
         ssim_weight: float = 0.0,
         own_steps_input: bool = False,
+        fill: bool = False,
     ):
         super().__init__()
         scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
@@ -89,7 +97,7 @@ class WorldModel(L.LightningModule):
         check_hparams(core, hidden_size, lr, protocol, encoder=encoder, frame_shape=frame_shape,
                       warp=warp, l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
                       input_noise=input_noise, gate=gate, residual=residual, open_loop=open_loop,
-                      ssim_weight=ssim_weight)
+                      ssim_weight=ssim_weight, fill=fill)
         # Only plain values are saved, so load_from_checkpoint rebuilds the core.
         self.save_hyperparameters()
         self.frame_shape = tuple(frame_shape)
@@ -99,7 +107,7 @@ class WorldModel(L.LightningModule):
         # rollouts (sampling.unroll) pass own_steps to a model that says it reads them
         self.counts_own_steps = own_steps_input
         self.warp = build_warp(warp, self.frame_shape, hidden_size)
-        self.gate = KeepGate(self.frame_shape, hidden_size) if gate else None
+        self.gate = KeepGate(self.frame_shape, hidden_size, fill) if gate else None
         if residual or self.warp is not None:  # an untrained residual model copies the last frame
             self.decoder.zero_output_()
         # per_step reproduces the course's loop: an optimizer step after every time step.
@@ -121,8 +129,8 @@ class WorldModel(L.LightningModule):
         # The change is added to the frame the model was given (noisy, in training), warped.
         if self.warp is not None or self.hparams.residual:
             carried = frames if self.warp is None else self.warp(features, frames)
-            if self.gate is not None:  # where the model forgets, the painted part is all
-                carried = self.gate(features) * carried
+            if self.gate is not None:  # where the model forgets, the fill and paint are all
+                carried = self.gate(features, carried)
             next_frames = carried + next_frames
         return next_frames, state
 
@@ -281,7 +289,8 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
                   encoder: str = "flat", frame_shape=(3, 32, 32), warp: str = "none",
                   l1_weight: float = 0.0, scheduled_sampling: dict | None = None,
                   input_noise: float = 0.0, gate: bool = False, residual: bool = False,
-                  open_loop: dict | None = None, ssim_weight: float = 0.0) -> None:
+                  open_loop: dict | None = None, ssim_weight: float = 0.0,
+                  fill: bool = False) -> None:
     """Refuse impossible settings before anything is built, naming the key."""
     if core not in CORES:
         raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
@@ -312,6 +321,9 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
     if gate and warp == "none" and not residual:
         raise UserError("model.gate: gates the carried frame, so it needs model.warp=affine|flow "
                         "or model.residual=true")
+    if fill and not gate:
+        raise UserError("model.fill: fills what the keep gate forgets, so it needs "
+                        "model.gate=true")
     schedule = scheduled_sampling or {"schedule": "none"}
     check_schedule(schedule)
     check_open_loop(open_loop or {"horizon": 0}, schedule, protocol)
