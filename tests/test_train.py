@@ -282,14 +282,15 @@ def test_resume_equals_an_uninterrupted_run(train, runs, tmp_path):
 
 def test_resume_with_nothing_left_to_train_tests_the_checkpoint(train, runs, tmp_path):
     """Resuming a 1-epoch checkpoint with trainer.max_epochs=1 trains nothing: it still exits 0
-    and tests the resumed run's best checkpoint (no best_val_mse: nothing was validated)."""
+    and tests the resumed run's best checkpoint, carried into the new run with its score."""
     b, proc_b = runs("resume-first-epoch")
     ok(proc_b)
     c = tmp_path / "run"
     ok(train(c, "model=builtin", "trainer.max_epochs=1",
              f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}"))
     rb, rc = results(b), results(c)
-    assert rc["best_val_mse"] is None
+    assert rc["best_val_mse"] == rb["best_val_mse"]
+    assert Path(rc["checkpoint"]).parent == c / "checkpoints"
     assert rc["test_mse"] == pytest.approx(rb["test_mse"], rel=1e-6)
 
 

@@ -17,6 +17,7 @@ from world_models.data.datamodule import CarRacingDataModule
 from world_models.errors import UserError
 from world_models.metrics import window_baselines
 from world_models.models.world_model import WorldModel, check_hparams
+from world_models.runs import resolve_ckpt_path
 
 
 class Throughput(Callback):
@@ -102,6 +103,7 @@ def check_config(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict:
     """Fit and test one model as `cfg` says; return (and write) its results."""
     check_config(cfg)
+    ckpt_path = resolve_ckpt_path(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.paths.output_dir)
 
@@ -112,8 +114,8 @@ def train(cfg: DictConfig) -> dict:
     model = WorldModel(**cfg.model, frame_shape=datamodule.frame_shape,
                        protocol=cfg.train.protocol, input_noise=cfg.train.input_noise,
                        scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling))
-    if cfg.ckpt_path:
-        check_checkpoint(cfg.ckpt_path, model)
+    if ckpt_path:
+        check_checkpoint(ckpt_path, model)
 
     throughput = Throughput()
     callbacks = [*build_callbacks(cfg), throughput]
@@ -123,7 +125,7 @@ def train(cfg: DictConfig) -> dict:
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         started = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_seconds = time.perf_counter() - started
         checkpoint = next((c for c in callbacks
                            if isinstance(c, ModelCheckpoint) and c.monitor), None)
@@ -140,7 +142,7 @@ def train(cfg: DictConfig) -> dict:
 
     baselines = window_baselines(datamodule.test_dataloader(), datamodule.mean_frame())
     test_mse = float(tested[0]["test/loss"])
-    # None when this run validated nothing (e.g. resumed from a checkpoint at max_epochs).
+    # None when no epoch was validated (a resumed run carries its predecessor's best).
     best_score = checkpoint.best_model_score if best else None
     results = {
         "test_mse": test_mse,
