@@ -104,6 +104,7 @@ def test_prepare_data_collects_when_the_directory_is_missing(tmp_path):
         ([8] * 10, {"stride": 0}, "data.stride: expected >= 1"),
         ([8] * 2, {}, "data.split: 2 episodes cannot fill"),
         ([8] * 10, {"split": [0.5, 0.5]}, "data.split: expected three fractions"),
+        ([8] * 10, {"split": [0, 0.5, 0.5]}, "data.split: the train share is 0"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, lengths, kwargs, message):

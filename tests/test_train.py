@@ -37,6 +37,8 @@ BAD = [
     (["trainer.max_epochs=0"], ["trainer.max_epochs"]),
     (["train.protocol=nope"], ["train.protocol", "bptt", "per_step"]),
     (["ckpt_path=/nonexistent.ckpt"], ["ckpt_path", "/nonexistent.ckpt"]),
+    (["data.split=[0.8,0.2,0.0]"], ["data.split", "test share is 0"]),
+    (["data.split=[0,0.5,0.5]"], ["data.split", "train share is 0"]),
     (["model.lr=1e30", "trainer.max_epochs=1"], ["train/loss", "global step"]),
 ]
 RUNS = {

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from world_models.data.datamodule import CarRacingDataModule
+from world_models.data.datamodule import CarRacingDataModule, check_split
 from world_models.errors import UserError
 from world_models.metrics import window_baselines
 from world_models.models.world_model import WorldModel, check_hparams
@@ -93,6 +93,7 @@ def check_config(cfg: DictConfig) -> None:
     """Refuse impossible settings before data is collected or anything is built."""
     if int(cfg.trainer.max_epochs) < 1:
         raise UserError(f"trainer.max_epochs: expected >= 1, got {cfg.trainer.max_epochs}")
+    check_split(cfg.data.split, needs=("train", "test"))  # results.json holds the test MSE
     m, size = cfg.model, int(cfg.data.resolution)
     check_hparams(m.core, m.hidden_size, m.lr, cfg.train.protocol, encoder=m.encoder,
                   frame_shape=(3, size, size), warp=m.warp, l1_weight=m.l1_weight,

@@ -13,20 +13,34 @@ from world_models.errors import UserError
 SPLITS = ("train", "val", "test")
 
 
+def check_split(fractions, needs=("train",)) -> list[float]:
+    """The train/val/test fractions as floats; refuse them unless each split in `needs` has a
+    share (train.py needs train and test; validation may be empty)."""
+    try:
+        fractions = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        raise UserError(f"data.split: expected three fractions, got {fractions}") from None
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+        raise UserError(f"data.split: expected three fractions >= 0 summing to 1, got {fractions}")
+    for name in needs:
+        if fractions[SPLITS.index(name)] == 0:
+            raise UserError(f"data.split: the {name} share is 0 in {fractions}, but this command "
+                            f"needs {name} episodes (e.g. data.split=[0.8,0.1,0.1])")
+    return fractions
+
+
 def split_episodes(count: int, fractions, seed: int) -> dict[str, list[int]]:
     """Assign episode indices to train/val/test by a seeded shuffle.
 
     Splitting by episode keeps the test set's tracks out of training; each
     non-zero fraction gets at least one episode.
     """
-    fractions = [float(f) for f in fractions]
-    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
-        raise UserError(f"data.split: expected three fractions >= 0 summing to 1, got {fractions}")
+    fractions = check_split(fractions)
     order = np.random.default_rng(seed).permutation(count).tolist()
     n_val = max(round(fractions[1] * count), int(fractions[1] > 0))
     n_test = max(round(fractions[2] * count), int(fractions[2] > 0))
     n_train = count - n_val - n_test
-    if n_train < 1 and fractions[0] > 0:
+    if n_train < 1:
         raise UserError(
             f"data.split: {count} episodes cannot fill train/val/test {fractions}; "
             f"collect more (data.num_episodes) or change data.split"
