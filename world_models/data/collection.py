@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from world_models.data.episodes import episode_files, read_episode, write_episode
+from world_models.data.episodes import (
+    episode_files,
+    make_directory,
+    read_episode,
+    remove_quietly,
+    write_episode,
+)
 from world_models.data.policies import make_policy
 from world_models.errors import UserError
 
@@ -139,8 +145,7 @@ def collect(
     if workers < 1:
         raise UserError(f"collect.workers: expected >= 1, got {workers}")
 
-    directory = Path(spec.dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_directory(spec.dir, "data.dir")
     _check_existing_resolution(directory, spec.resolution)
     _remove_stale_temporaries(directory)
     mine = [i for i in range(num_episodes) if i % num_shards == shard]
@@ -169,11 +174,15 @@ def collect(
             env_steps += steps
             bar.update(1)
             bar.set_postfix(steps_per_s=f"{env_steps / (time.perf_counter() - start):.0f}")
+    except UserError as err:  # a write failed (full disk, read-only directory)
+        raise UserError(f"{err}; the finished episodes in '{directory}' are kept: fix that "
+                        f"and run the same command again to collect the rest") from None
     finally:
         bar.close()
         if pool is not None:
             pool.terminate()
             pool.join()
+        _remove_stale_temporaries(directory)  # of workers stopped mid-write
     seconds = time.perf_counter() - start
     return {
         "recorded": len(todo),
@@ -205,7 +214,7 @@ def _remove_stale_temporaries(directory: Path) -> None:
                 continue
         except ProcessLookupError:
             pass
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
 
 
 def dataset_card(directory, **settings) -> dict:
@@ -226,7 +235,13 @@ def dataset_card(directory, **settings) -> dict:
         "unchanged_fraction": unchanged / max(steps, 1),
         **settings,
     }
-    (Path(directory) / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    path = Path(directory) / "card.json"
+    try:
+        path.write_text(json.dumps(card, indent=2) + "\n")
+    except OSError as err:
+        remove_quietly(path)
+        raise UserError(f"{path}: cannot write ({err.strerror or err}); the episodes are "
+                        f"kept") from None
     return card
 
 

@@ -158,7 +158,9 @@ class CarRacingDataModule(L.LightningDataModule):
         if self.dir.is_dir() and episode_files(self.dir):
             return
         if not self.collect or self.collect_config is None:
-            where = "does not exist" if not self.dir.exists() else "holds no episode files (*.npz)"
+            where = ("does not exist" if not self.dir.exists() else
+                     "is a file, expected a directory," if not self.dir.is_dir() else
+                     "holds no episode files (*.npz)")
             raise UserError(f"data.dir: '{self.dir}' {where} and data.collect=false")
         from world_models.data.collection import collect_from_config
 
