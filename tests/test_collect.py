@@ -4,6 +4,7 @@ import filecmp
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -109,6 +110,34 @@ def test_interrupted_collection_resumes_to_the_same_dataset(tmp_path):
     assert {f.name: f.stat().st_mtime_ns for f in done} == before  # finished files untouched
     assert same_files(full, resumed)
     assert not list(resumed.glob(".*.tmp"))
+
+
+def test_ctrl_c_says_in_one_line_what_is_kept_and_exits_130(tmp_path):
+    data_dir = tmp_path / "d"
+    args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=8", "collect.workers=2",
+            f"data.dir={data_dir}", f"hydra.run.dir={tmp_path / 'log'}"]
+    # A session of its own, so the SIGINT goes to the whole process group as a terminal's does.
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, start_new_session=True,
+                            env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not episode_files(data_dir):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    kept = episode_files(data_dir)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert 1 <= len(kept) < 8, "the collection was not interrupted midway"
+    bar = f"collect {data_dir}:"  # the progress bar's redrawn lines
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(bar)]
+    assert lines == [f"interrupted: {len(kept)} of 8 episodes are kept in '{data_dir}'; run the "
+                     f"same command again to collect the other {8 - len(kept)}"], stderr[-3000:]
+    assert not list(data_dir.glob(".*.tmp"))
+    for f in kept:
+        read_episode(f)
+    result = run(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"({len(kept)} already there)" in result.stdout
 
 
 def test_stock_and_fast_env_write_identical_episodes(tmp_path):

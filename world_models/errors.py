@@ -12,8 +12,13 @@ class UserError(Exception):
     """A mistake in the user's input: a config key, a file, a directory."""
 
 
+class Interrupted(Exception):
+    """The user pressed Ctrl-C; the message says what is kept and how to continue."""
+
+
 def exit_on_user_error(fn):
-    """Turn a UserError raised by `fn` into one line on stderr and exit code 2."""
+    """Turn a UserError raised by `fn` into one line on stderr and exit code 2, and Ctrl-C
+    into one line and exit code 130 (the shell's code for SIGINT)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -22,5 +27,8 @@ def exit_on_user_error(fn):
         except UserError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except Interrupted as err:
+            print(f"interrupted: {err}", file=sys.stderr, flush=True)
+            sys.exit(130)
 
     return wrapper

@@ -8,6 +8,7 @@ shard was collected: shards merge by copying files into one directory.
 import json
 import multiprocessing as mp
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from world_models.data.episodes import (
     write_episode,
 )
 from world_models.data.policies import make_policy
-from world_models.errors import UserError
+from world_models.errors import Interrupted, UserError
 
 OBS_SIZE = 96  # CarRacing's observation is 96x96x3
 
@@ -151,7 +152,7 @@ def collect(
     mine = [i for i in range(num_episodes) if i % num_shards == shard]
     todo = [i for i in mine if not episode_path(directory, i).exists()]
 
-    start, env_steps = time.perf_counter(), 0
+    start, env_steps, interrupted = time.perf_counter(), 0, False
     bar = tqdm(
         total=len(mine),
         initial=len(mine) - len(todo),
@@ -166,8 +167,14 @@ def collect(
         results = map(_collect_one, tasks)
         pool = None
     else:
-        # spawn, not fork: the parent may hold torch threads or a pygame display.
-        pool = mp.get_context("spawn").Pool(workers, _init_worker, (spec.env,))
+        # spawn, not fork: the parent may hold torch threads or a pygame display. The workers
+        # start with Ctrl-C ignored (Python keeps an inherited SIG_IGN), so only this process
+        # handles it: one message, not a traceback from every worker.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool = mp.get_context("spawn").Pool(workers, _init_worker, (spec.env,))
+        finally:
+            signal.signal(signal.SIGINT, previous)
         results = pool.imap_unordered(_collect_one, tasks)
     try:
         for _, steps in results:
@@ -177,12 +184,18 @@ def collect(
     except UserError as err:  # a write failed (full disk, read-only directory)
         raise UserError(f"{err}; the finished episodes in '{directory}' are kept: fix that "
                         f"and run the same command again to collect the rest") from None
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         bar.close()
         if pool is not None:
             pool.terminate()
             pool.join()
         _remove_stale_temporaries(directory)  # of workers stopped mid-write
+    if interrupted:
+        kept = sum(episode_path(directory, i).exists() for i in mine)
+        raise Interrupted(f"{kept} of {len(mine)} episodes are kept in '{directory}'; run the "
+                          f"same command again to collect the other {len(mine) - kept}")
     seconds = time.perf_counter() - start
     return {
         "recorded": len(todo),

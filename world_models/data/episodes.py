@@ -87,6 +87,9 @@ def write_episode(path, frames, actions, rewards, **extra) -> Path:
     except OSError as err:  # a full disk or a read-only directory: the user's to fix
         remove_quietly(tmp)
         raise UserError(f"{path}: cannot write ({err.strerror or err})") from None
+    except BaseException:  # Ctrl-C mid-write: leave no temporary file behind
+        remove_quietly(tmp)
+        raise
     return path
 
 
