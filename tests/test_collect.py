@@ -165,6 +165,8 @@ def test_card_counts_motion(tmp_path):
         ("collect.env=nope", "collect.env: expected one of 'fast', 'stock'"),
         ("collect.shard=2", "collect.shard: expected 0 <= shard < num_shards=1"),
         ("data.num_episodes=0", "data.num_episodes: expected >= 1"),
+        ("seed=abc", "seed: expected an integer, got 'abc'"),
+        ("data.episode_steps=1.5", "data.episode_steps: expected an integer, got '1.5'"),
     ],
 )
 def test_bad_collect_settings_exit_with_one_line(tmp_path, override, message):

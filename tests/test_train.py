@@ -39,6 +39,10 @@ BAD = [
     (["ckpt_path=/nonexistent.ckpt"], ["ckpt_path", "/nonexistent.ckpt"]),
     (["data.split=[0.8,0.2,0.0]"], ["data.split", "test share is 0"]),
     (["data.split=[0,0.5,0.5]"], ["data.split", "train share is 0"]),
+    (["data.seq_len=abc"], ["data.seq_len", "expected an integer", "'abc'"]),
+    (["model.lr=abc"], ["model.lr", "expected a number", "'abc'"]),
+    (["seed=abc"], ["seed", "expected an integer", "'abc'"]),
+    (["data.num_workers=-1"], ["data.num_workers", ">= 0"]),
     (["model.lr=1e30", "trainer.max_epochs=1"], ["train/loss", "global step"]),
 ]
 RUNS = {

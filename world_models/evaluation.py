@@ -20,6 +20,7 @@ from world_models.metrics import (
 )
 from world_models.models.world_model import WorldModel
 from world_models.rollout import autoregressive, teacher_forcing
+from world_models.settings import check_types
 
 STRATEGIES = ("teacher_forcing", "autoregressive", "copy_last", "mean_frame")
 SUMMARY_STEPS = (1, 10, 50, 150)
@@ -27,6 +28,7 @@ SUMMARY_STEPS = (1, 10, 50, 150)
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible settings before loading anything, naming the key."""
+    check_types(cfg)
     if not cfg.ckpt:
         raise UserError("ckpt: required, e.g. ckpt=outputs/train/<run>/checkpoints/last.ckpt")
     if cfg.split not in (*SPLITS, "all"):

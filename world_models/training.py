@@ -18,6 +18,7 @@ from world_models.errors import UserError
 from world_models.metrics import window_baselines
 from world_models.models.world_model import WorldModel, check_hparams
 from world_models.runs import resolve_ckpt_path
+from world_models.settings import check_types
 
 
 class Throughput(Callback):
@@ -91,6 +92,7 @@ def check_checkpoint(path, model: WorldModel) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible settings before data is collected or anything is built."""
+    check_types(cfg)
     if int(cfg.trainer.max_epochs) < 1:
         raise UserError(f"trainer.max_epochs: expected >= 1, got {cfg.trainer.max_epochs}")
     check_split(cfg.data.split, needs=("train", "test"))  # results.json holds the test MSE

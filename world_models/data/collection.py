@@ -284,6 +284,9 @@ def spec_from_config(cfg) -> CollectSpec:
 
 def collect_from_config(cfg, progress: bool = True) -> dict:
     """Collect what `cfg` asks for, print and store the dataset card; return the card."""
+    from world_models.settings import check_types
+
+    check_types(cfg)
     spec = spec_from_config(cfg)
     stats = collect(
         spec,

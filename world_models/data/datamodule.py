@@ -130,6 +130,9 @@ class CarRacingDataModule(L.LightningDataModule):
             raise UserError(f"data.stride: expected >= 1, got {stride}")
         if batch_size < 1:
             raise UserError(f"data.batch_size: expected >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise UserError(f"data.num_workers: expected >= 0 (0 = load in this process), "
+                            f"got {num_workers}")
         self.dir = Path(dir)
         self.seq_len, self.stride, self.batch_size = seq_len, stride, batch_size
         self.split, self.seed, self.num_workers = split, seed, num_workers
