@@ -43,6 +43,8 @@ BAD = [
     (["model.lr=abc"], ["model.lr", "expected a number", "'abc'"]),
     (["seed=abc"], ["seed", "expected an integer", "'abc'"]),
     (["data.num_workers=-1"], ["data.num_workers", ">= 0"]),
+    (["ckpt_path=/tmp"], ["ckpt_path", "'/tmp' is a directory"]),
+    (["ckpt_path=/etc/passwd"], ["ckpt_path", "is not a checkpoint"]),
     (["model.lr=1e30", "trainer.max_epochs=1"], ["train/loss", "global step"]),
 ]
 RUNS = {
@@ -319,6 +321,12 @@ def test_bad_input_is_refused_in_one_line(runs, overrides, words):
     line = refused(proc, *words)
     assert line.startswith("error: ")
     assert proc.returncode == 2
+
+
+def test_non_finite_loss_line_is_not_glued_to_the_progress_bar(runs):
+    _, proc = runs("model.lr=1e30 trainer.max_epochs=1")
+    assert proc.returncode == 2
+    assert proc.stdout.endswith("\n"), proc.stdout[-300:]  # the bar's line was ended first
 
 
 def test_unknown_model_lists_the_choices(runs):

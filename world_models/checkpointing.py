@@ -2,11 +2,26 @@
 
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from world_models.errors import UserError
+
+
+def check_checkpoint_file(path, key: str) -> Path:
+    """Refuse, naming `key`, a path that is no checkpoint file before torch tries to read it."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{key}: '{path}' is a directory, expected a checkpoint file "
+                        f"(e.g. <run>/checkpoints/last.ckpt)")
+    if not path.is_file():
+        raise UserError(f"{key}: '{path}' does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise UserError(f"{key}: '{path}' is not a checkpoint (not the zip archive torch.save "
+                        f"writes)")
+    return path
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -25,10 +25,21 @@ def exit_on_user_error(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as err:
+            _end_progress_bars()
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
         except Interrupted as err:
+            _end_progress_bars()
             print(f"interrupted: {err}", file=sys.stderr, flush=True)
             sys.exit(130)
 
     return wrapper
+
+
+def _end_progress_bars() -> None:
+    """Close the open tqdm bars (Lightning's among them) so the message gets its own line."""
+    tqdm_std = sys.modules.get("tqdm.std")  # never imported: no bar is open
+    if tqdm_std is not None:
+        for bar in list(tqdm_std.tqdm._instances):
+            bar.close()
+    sys.stdout.flush()

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from world_models import plots
+from world_models.checkpointing import check_checkpoint_file
 from world_models.data.datamodule import SPLITS, CarRacingDataModule
 from world_models.errors import UserError
 from world_models.metrics import (
@@ -46,9 +47,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def load_model(path) -> WorldModel:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ckpt: '{path}' does not exist")
+    path = check_checkpoint_file(path, "ckpt")
     try:
         return WorldModel.load_from_checkpoint(path, map_location="cpu")
     except UserError:

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from world_models.checkpointing import check_checkpoint_file
 from world_models.data.datamodule import CarRacingDataModule, check_split
 from world_models.errors import UserError
 from world_models.metrics import window_baselines
@@ -73,9 +74,7 @@ def build_callbacks(cfg: DictConfig) -> list:
 
 def check_checkpoint(path, model: WorldModel) -> None:
     """Refuse a checkpoint that is missing, unreadable or shaped for another config."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ckpt_path: '{path}' does not exist")
+    path = check_checkpoint_file(path, "ckpt_path")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as err:  # any unreadable file is the user's to fix

@@ -116,6 +116,8 @@ def make_directory(directory, key: str) -> Path:
 def read_episode(path) -> Episode:
     """Read and validate one episode file; bad files raise UserError naming the file."""
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):  # else np.load suggests allow_pickle
+        raise UserError(f"{path}: not a readable .npz episode file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = {"frames", "actions", "rewards"} - set(npz.files)
