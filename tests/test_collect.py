@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT, run
-from world_models.data.collection import CollectSpec, collect, dataset_card, downsample
+from world_models.data.card import dataset_card
+from world_models.data.collection import CollectSpec, collect, downsample
 from world_models.data.episodes import episode_files, read_episode, write_episode
 from world_models.errors import UserError
 
@@ -21,7 +22,7 @@ TINY = ["data=tiny", "collect.workers=1"]
 
 
 def spec(directory, **kw) -> CollectSpec:
-    return CollectSpec(dir=str(directory), episode_steps=12, skip_frames=5, **kw)
+    return CollectSpec(**{"dir": str(directory), "episode_steps": 12, "skip_frames": 5, **kw})
 
 
 def same_files(a, b) -> bool:
@@ -180,6 +181,50 @@ def test_bad_collect_settings_exit_with_one_line(tmp_path, override, message):
 def test_other_resolution_in_the_same_directory_is_refused_untouched(tmp_path):
     collect(spec(tmp_path), num_episodes=1, workers=1, progress=False)
     before = {f.name: f.read_bytes() for f in episode_files(tmp_path)}
+    with pytest.raises(UserError, match="was collected with data.resolution=32 but this command "
+                                        "asks for 48"):
+        collect(spec(tmp_path, resolution=48), num_episodes=2, workers=1, progress=False)
+    (tmp_path / "card.json").unlink()  # episodes from elsewhere: their frames still tell
     with pytest.raises(UserError, match="holds 32x32 episodes but data.resolution=48"):
         collect(spec(tmp_path, resolution=48), num_episodes=2, workers=1, progress=False)
     assert {f.name: f.read_bytes() for f in episode_files(tmp_path)} == before
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"episode_steps": 13}, "data.episode_steps: '{dir}' was collected with "
+                            "data.episode_steps=12 but this command asks for 13"),
+    ({"skip_frames": 6}, "data.skip_frames: '{dir}' was collected with data.skip_frames=5 but"),
+    ({"seed": 1}, "data.seed: '{dir}' was collected with data.seed=0 but this command asks for 1"),
+    ({"policy": {"name": "uniform"}}, "policy.name: '{dir}' was collected with "
+                                      'policy.name="brownian" but this command asks for "uniform"'),
+    ({"policy": {"name": "brownian", "sigma": [0.3, 0.1, 0.01]}},
+     "policy.sigma: '{dir}' was collected with policy.sigma=null but this command asks for "
+     "[0.3, 0.1, 0.01]"),
+], ids=["episode_steps", "skip_frames", "seed", "policy.name", "policy.sigma"])
+def test_settings_the_dataset_was_not_collected_with_are_refused(tmp_path, change, message):
+    collect(spec(tmp_path), num_episodes=1, workers=1, progress=False)
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    with pytest.raises(UserError) as err:
+        collect(spec(tmp_path, **change), num_episodes=2, workers=1, progress=False)
+    assert str(err.value).startswith(message.format(dir=tmp_path)), str(err.value)
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+
+
+def test_more_episodes_collect_just_the_missing_ones_and_fewer_are_refused(tmp_path):
+    collect(spec(tmp_path / "all"), num_episodes=3, workers=1, progress=False)
+    first = collect(spec(tmp_path / "grown"), num_episodes=2, workers=1, progress=False)
+    grown = collect(spec(tmp_path / "grown"), num_episodes=3, workers=1, progress=False)
+    assert (first["recorded"], grown["recorded"], grown["skipped"]) == (2, 1, 2)
+    assert same_files(tmp_path / "all", tmp_path / "grown")
+    with pytest.raises(UserError, match="data.num_episodes: .* holds 3 episodes but this command "
+                                        "asks for 2; set data.num_episodes=3"):
+        collect(spec(tmp_path / "grown"), num_episodes=2, workers=1, progress=False)
+
+
+def test_cli_refuses_a_setting_the_dataset_was_not_collected_with(tiny_data, tmp_path):
+    result = run(["-m", "world_models.collect", "data=tiny", f"data.dir={tiny_data}",
+                  "data.episode_steps=40", f"hydra.run.dir={tmp_path / 'log'}"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip() == (
+        f"error: data.episode_steps: '{tiny_data}' was collected with data.episode_steps=30 but "
+        f"this command asks for 40; set it back or choose another data.dir")

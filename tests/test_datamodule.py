@@ -94,6 +94,11 @@ def test_prepare_data_collects_when_the_directory_is_missing(tmp_path):
     dm.setup()
     assert len(episode_files(tmp_path / "new")) == 3
     assert dm.frame_shape == (3, 32, 32)
+    cfg.data.num_episodes = 4  # the same settings, more episodes: only the missing one
+    before = {f.name: f.stat().st_mtime_ns for f in episode_files(tmp_path / "new")}
+    CarRacingDataModule(cfg.data.dir, seq_len=4, collect_config=cfg).prepare_data()
+    after = {f.name: f.stat().st_mtime_ns for f in episode_files(tmp_path / "new")}
+    assert len(after) == 4 and all(after[name] == t for name, t in before.items())
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ do not depend on how many workers ran, in which order, or on which machine a
 shard was collected: shards merge by copying files into one directory.
 """
 
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -16,6 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from world_models.data.card import (
+    check_request,
+    dataset_card,
+    format_card,
+    read_card,
+    write_card,
+)
 from world_models.data.episodes import (
     episode_files,
     make_directory,
@@ -147,8 +153,12 @@ def collect(
         raise UserError(f"collect.workers: expected >= 1, got {workers}")
 
     directory = make_directory(spec.dir, "data.dir")
+    settings = card_settings(spec)
+    check_request(directory, settings, num_episodes)
     _check_existing_resolution(directory, spec.resolution)
     _remove_stale_temporaries(directory)
+    if read_card(directory) is None and not episode_files(directory):
+        write_card(directory, settings)  # before the first episode: the directory is ours
     mine = [i for i in range(num_episodes) if i % num_shards == shard]
     todo = [i for i in mine if not episode_path(directory, i).exists()]
 
@@ -230,41 +240,9 @@ def _remove_stale_temporaries(directory: Path) -> None:
         remove_quietly(tmp)
 
 
-def dataset_card(directory, **settings) -> dict:
-    """Summarise a dataset: size and how much moves between frames; store it as card.json."""
-    episodes = [read_episode(f) for f in episode_files(directory)]
-    sq_err, unchanged, steps = 0.0, 0, 0
-    for ep in episodes:
-        frames = ep.frames.astype(np.float32) / 255.0
-        diff = frames[1:] - frames[:-1]  # [T, H, W, 3]
-        sq_err += float((diff**2).mean(axis=(1, 2, 3)).sum())
-        unchanged += int((np.abs(diff).reshape(len(diff), -1).max(axis=1) == 0).sum())
-        steps += ep.steps
-    card = {
-        "episodes": len(episodes),
-        "steps": steps,
-        "mean_episode_steps": steps / max(len(episodes), 1),
-        "copy_last_frame_mse": sq_err / max(steps, 1),
-        "unchanged_fraction": unchanged / max(steps, 1),
-        **settings,
-    }
-    path = Path(directory) / "card.json"
-    try:
-        path.write_text(json.dumps(card, indent=2) + "\n")
-    except OSError as err:
-        remove_quietly(path)
-        raise UserError(f"{path}: cannot write ({err.strerror or err}); the episodes are "
-                        f"kept") from None
-    return card
-
-
-def format_card(card: dict) -> str:
-    return (
-        f"dataset: {card['episodes']} episodes, {card['steps']} steps "
-        f"({card['mean_episode_steps']:.0f} per episode); copy-last-frame MSE "
-        f"{card['copy_last_frame_mse']:.3g}; frame unchanged on "
-        f"{100 * card['unchanged_fraction']:.1f}% of steps"
-    )
+def card_settings(spec: CollectSpec) -> dict:
+    """The settings a dataset card records: all of the spec but where it was written."""
+    return {k: v for k, v in asdict(spec).items() if k != "dir"}
 
 
 def spec_from_config(cfg) -> CollectSpec:
@@ -296,8 +274,9 @@ def collect_from_config(cfg, progress: bool = True) -> dict:
         int(cfg.collect.num_shards),
         progress,
     )
-    settings = {k: v for k, v in asdict(spec).items() if k != "dir"}
-    card = dataset_card(spec.dir, **settings)
+    card = read_card(spec.dir)
+    if stats["recorded"] or not card or card.get("episodes") != len(episode_files(spec.dir)):
+        card = dataset_card(spec.dir, **card_settings(spec))
     rate = stats["env_steps"] / stats["seconds"] if stats["seconds"] else 0.0
     print(
         f"collected {stats['recorded']} episodes ({stats['skipped']} already there) in "

@@ -157,10 +157,15 @@ class CarRacingDataModule(L.LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Collect the dataset on first use, so the main command works on a fresh clone."""
-        if self.dir.is_dir() and episode_files(self.dir):
+        """Collect the dataset on first use, so the main command works on a fresh clone, and
+        the missing episodes of one we collected (a card.json); others are read as they are."""
+        from world_models.data.card import read_card
+
+        has_episodes = self.dir.is_dir() and bool(episode_files(self.dir))
+        collecting = self.collect and self.collect_config is not None
+        if has_episodes and (not collecting or read_card(self.dir) is None):
             return
-        if not self.collect or self.collect_config is None:
+        if not collecting:
             where = ("does not exist" if not self.dir.exists() else
                      "is a file, expected a directory," if not self.dir.is_dir() else
                      "holds no episode files (*.npz)")
