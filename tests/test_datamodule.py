@@ -33,9 +33,10 @@ def test_frames_and_actions_stay_aligned(tmp_path):
         frames, actions = item["frames"], item["actions"]  # [L, 3, H, W], [L, 3]
         assert frames.shape == (4, 3, 4, 4) and actions.shape == (4, 3)
         frame_values = torch.round(frames[:, 0, 0, 0] * 255) % 256
-        episode_offset = frame_values[0] - actions[0, 0]  # frame t = offset + t, action t = t
-        assert torch.equal(frame_values, (episode_offset + actions[:, 0]) % 256)
-        assert torch.equal(actions[1:, 0] - actions[:-1, 0], torch.ones(3))
+        steps = actions[:, 1] * 256  # frame t = offset + t, action t = [0, t / 256, 0]
+        episode_offset = frame_values[0] - steps[0]
+        assert torch.equal(frame_values, (episode_offset + steps) % 256)
+        assert torch.equal(steps[1:] - steps[:-1], torch.ones(3))
 
 
 def test_batches_are_float_and_memory_stays_uint8(tmp_path):

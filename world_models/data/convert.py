@@ -13,7 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from world_models.data.episodes import episode_files, make_directory, write_episode
+from world_models.data.episodes import (
+    action_out_of_range,
+    episode_files,
+    make_directory,
+    write_episode,
+)
 from world_models.errors import UserError
 
 # What pickled numpy arrays/scalars reference (checked with pickletools, protocols 0-5).
@@ -101,6 +106,9 @@ def _episode_arrays(episode, where: str, shape: tuple | None):
             raise UserError(
                 f"{at}: action must be 3 finite numbers, got shape {list(action.shape)}"
             )
+        outside = action_out_of_range(action[None])  # [1, 3]
+        if outside:
+            raise UserError(f"{at}: action {outside.removeprefix('step 0, ')}")
         if not np.isfinite(reward):
             raise UserError(f"{at}: reward must be finite, got {reward}")
         frames.append(np.clip(np.round(state * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0))

@@ -20,6 +20,18 @@ from world_models.errors import UserError
 
 ACTION_LOW = np.array([-1.0, 0.0, 0.0], dtype=np.float32)
 ACTION_HIGH = np.array([1.0, 1.0, 1.0], dtype=np.float32)
+ACTION_NAMES = ("steer", "gas", "brake")
+
+
+def action_out_of_range(actions: np.ndarray) -> str | None:
+    """'step S, column C (name) is V, outside [lo, hi]' for the first action out of its range."""
+    outside = np.argwhere((actions < ACTION_LOW) | (actions > ACTION_HIGH))  # [N, 2]
+    if not len(outside):
+        return None
+    step, column = (int(i) for i in outside[0])
+    return (f"step {step}, column {column} ({ACTION_NAMES[column]}) is "
+            f"{float(actions[step, column]):g}, outside [{ACTION_LOW[column]:g}, "
+            f"{ACTION_HIGH[column]:g}]")
 
 
 @dataclass
@@ -59,6 +71,9 @@ def validate(frames, actions, rewards, source: str) -> None:
         )
     if not np.isfinite(actions).all():
         raise UserError(f"{source}: 'actions' holds non-finite values")
+    outside = action_out_of_range(actions)
+    if outside:
+        raise UserError(f"{source}: action at {outside}")
     if not np.isfinite(rewards).all():
         raise UserError(f"{source}: 'rewards' holds non-finite values")
 
