@@ -3,8 +3,10 @@
 import filecmp
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -139,6 +141,35 @@ def test_ctrl_c_says_in_one_line_what_is_kept_and_exits_130(tmp_path):
     result = run(args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"({len(kept)} already there)" in result.stdout
+
+
+def test_two_collectors_in_one_directory_split_the_episodes(tmp_path):
+    data_dir = tmp_path / "shared"
+    args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=8", "collect.workers=1",
+            f"data.dir={data_dir}"]
+    procs = [subprocess.Popen([sys.executable, *args, f"hydra.run.dir={tmp_path / str(n)}"],
+                              cwd=ROOT, env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in range(2)]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    recorded = [int(re.search(r"collected (\d+) episodes", out).group(1)) for out, _ in outputs]
+    assert sum(recorded) == 8, recorded  # each episode recorded once, not once per collector
+    assert len(episode_files(data_dir)) == 8
+    for f in episode_files(data_dir):
+        read_episode(f)
+    assert not list(data_dir.glob(".*"))  # no claim or temporary file left
+
+
+def test_a_claim_of_a_process_that_is_gone_is_taken_over(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    claim = tmp_path / ".episode_00000.claim"
+    claim.write_text(f"{socket.gethostname()} {gone.pid}\n")
+    stats = collect(spec(tmp_path), num_episodes=1, workers=1, progress=False)
+    assert stats["recorded"] == 1 and len(episode_files(tmp_path)) == 1
+    assert not claim.exists()
 
 
 def test_stock_and_fast_env_write_identical_episodes(tmp_path):

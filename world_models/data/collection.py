@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from world_models.data import claims
 from world_models.data.card import (
     check_request,
     dataset_card,
@@ -26,7 +27,6 @@ from world_models.data.episodes import (
     episode_files,
     make_directory,
     read_episode,
-    remove_quietly,
     write_episode,
 )
 from world_models.data.policies import make_policy
@@ -105,11 +105,20 @@ def _init_worker(env_kind: str) -> None:
     _worker_env = make_env(env_kind)
 
 
-def _collect_one(args) -> tuple[int, int]:
+def _collect_one(args) -> tuple[int, int | None]:
+    """Record episode `index` unless another collector has it; (index, env steps or None)."""
     spec, index = args
-    episode = record_episode(_worker_env, spec, index)
-    env_steps = episode.pop("env_steps")
-    write_episode(episode_path(spec.dir, index), **episode, seed=np.array([spec.seed, index]))
+    path = episode_path(spec.dir, index)
+    if path.exists() or not claims.claim(spec.dir, index):
+        return index, None
+    try:
+        if path.exists():  # finished by another collector between our two looks
+            return index, None
+        episode = record_episode(_worker_env, spec, index)
+        env_steps = episode.pop("env_steps")
+        write_episode(path, **episode, seed=np.array([spec.seed, index]))
+    finally:
+        claims.release(spec.dir, index)
     return index, env_steps
 
 
@@ -156,11 +165,11 @@ def collect(
     settings = card_settings(spec)
     check_request(directory, settings, num_episodes)
     _check_existing_resolution(directory, spec.resolution)
-    _remove_stale_temporaries(directory)
+    claims.remove_stale(directory)
     if read_card(directory) is None and not episode_files(directory):
         write_card(directory, settings)  # before the first episode: the directory is ours
     mine = [i for i in range(num_episodes) if i % num_shards == shard]
-    todo = [i for i in mine if not episode_path(directory, i).exists()]
+    todo = first_todo = [i for i in mine if not episode_path(directory, i).exists()]
 
     start, env_steps, interrupted = time.perf_counter(), 0, False
     bar = tqdm(
@@ -170,11 +179,9 @@ def collect(
         desc=f"collect {directory}",
         disable=not progress,
     )
-    tasks = [(spec, i) for i in todo]
     workers = min(workers, max(len(todo), 1))
     if workers == 1:
         _init_worker(spec.env)
-        results = map(_collect_one, tasks)
         pool = None
     else:
         # spawn, not fork: the parent may hold torch threads or a pygame display. The workers
@@ -185,12 +192,27 @@ def collect(
             pool = mp.get_context("spawn").Pool(workers, _init_worker, (spec.env,))
         finally:
             signal.signal(signal.SIGINT, previous)
-        results = pool.imap_unordered(_collect_one, tasks)
+    recorded, waiting_said = 0, False
     try:
-        for _, steps in results:
-            env_steps += steps
-            bar.update(1)
-            bar.set_postfix(steps_per_s=f"{env_steps / (time.perf_counter() - start):.0f}")
+        while todo:
+            tasks = [(spec, i) for i in todo]
+            results = map(_collect_one, tasks) if pool is None else pool.imap_unordered(
+                _collect_one, tasks)
+            for _, steps in results:
+                if steps is None:  # another collector has it
+                    continue
+                recorded, env_steps = recorded + 1, env_steps + steps
+                bar.update(1)
+                bar.set_postfix(steps_per_s=f"{env_steps / (time.perf_counter() - start):.0f}")
+            missing = [i for i in mine if not episode_path(directory, i).exists()]
+            todo = [i for i in missing if not claims.held(directory, i)]
+            if missing and not todo:  # all left are being recorded by other collectors
+                if not waiting_said:
+                    tqdm.write(f"waiting for {len(missing)} episodes that other collectors "
+                               f"claimed, e.g. {claims.claim_path(directory, missing[0])}")
+                    waiting_said = True
+                time.sleep(0.5)
+                todo = [i for i in missing if not episode_path(directory, i).exists()]
     except UserError as err:  # a write failed (full disk, read-only directory)
         raise UserError(f"{err}; the finished episodes in '{directory}' are kept: fix that "
                         f"and run the same command again to collect the rest") from None
@@ -201,17 +223,18 @@ def collect(
         if pool is not None:
             pool.terminate()
             pool.join()
-        _remove_stale_temporaries(directory)  # of workers stopped mid-write
+        claims.remove_stale(directory)  # of workers stopped mid-episode
     if interrupted:
         kept = sum(episode_path(directory, i).exists() for i in mine)
         raise Interrupted(f"{kept} of {len(mine)} episodes are kept in '{directory}'; run the "
                           f"same command again to collect the other {len(mine) - kept}")
-    seconds = time.perf_counter() - start
+    skipped = len(mine) - len(first_todo)
     return {
-        "recorded": len(todo),
-        "skipped": len(mine) - len(todo),
+        "recorded": recorded,
+        "skipped": skipped,
+        "by_others": len(mine) - skipped - recorded,
         "env_steps": env_steps,
-        "seconds": seconds,
+        "seconds": time.perf_counter() - start,
     }
 
 
@@ -225,19 +248,6 @@ def _check_existing_resolution(directory: Path, resolution: int) -> None:
                 f"data.dir: '{directory}' holds {shape[0]}x{shape[1]} episodes but "
                 f"data.resolution={resolution}; choose another data.dir"
             )
-
-
-def _remove_stale_temporaries(directory: Path) -> None:
-    """Delete temporary files left by an interrupted collection whose process is gone."""
-    for tmp in directory.glob(".episode_*.tmp"):
-        pid = int(tmp.name.split(".")[-2]) if tmp.name.split(".")[-2].isdigit() else None
-        try:
-            if pid is not None:
-                os.kill(pid, 0)  # still running: another collector owns this file
-                continue
-        except ProcessLookupError:
-            pass
-        remove_quietly(tmp)
 
 
 def card_settings(spec: CollectSpec) -> dict:
@@ -279,7 +289,9 @@ def collect_from_config(cfg, progress: bool = True) -> dict:
         card = dataset_card(spec.dir, **card_settings(spec))
     rate = stats["env_steps"] / stats["seconds"] if stats["seconds"] else 0.0
     print(
-        f"collected {stats['recorded']} episodes ({stats['skipped']} already there) in "
+        f"collected {stats['recorded']} episodes ({stats['skipped']} already there"
+        + (f", {stats['by_others']} by other collectors" if stats["by_others"] else "")
+        + f") in "
         f"{stats['seconds']:.1f}s, {rate:.0f} env steps/s, into {spec.dir}"
     )
     print(format_card(card))
