@@ -181,7 +181,8 @@ def collect(
     )
     workers = min(workers, max(len(todo), 1))
     if workers == 1:
-        _init_worker(spec.env)
+        if todo:  # a complete dataset (a training run's every start) needs no simulator
+            _init_worker(spec.env)
         pool = None
     else:
         # spawn, not fork: the parent may hold torch threads or a pygame display. The workers
