@@ -86,16 +86,30 @@ def test_read_only_data_dir_is_named(mount, tmp_path):
              f"data.dir: cannot create '{read_only / 'new'}'", "Read-only file system")
 
 
-def test_conversion_into_a_full_disk_leaves_no_half_dataset(mount, tmp_path):
+def course_pickle(path: Path) -> Path:
     rng = np.random.default_rng(0)
     episodes = [[(rng.random((3, 32, 32)).astype(np.float32), np.zeros(3), 0.0)
                  for _ in range(30)] for _ in range(5)]  # incompressible: ~35 kB a file
-    source = tmp_path / "course.pkl"
-    source.write_bytes(pickle.dumps(episodes))
+    path.write_bytes(pickle.dumps(episodes))
+    return path
+
+
+def test_conversion_into_a_full_disk_leaves_no_half_dataset(mount, tmp_path):
     out = mount("size=64k") / "out"
     with pytest.raises(UserError, match="No space left on device.*nothing was converted"):
-        convert_pickle(source, out)
+        convert_pickle(course_pickle(tmp_path / "course.pkl"), out)
     assert not list(out.iterdir())
+
+
+def test_conversion_into_a_read_only_directory_is_named(mount, tmp_path):
+    read_only = mount("ro,size=64k")
+    source = course_pickle(tmp_path / "course.pkl")
+    with pytest.raises(UserError, match=f"^{read_only}/episode_00000.npz: cannot write "
+                                        r"\(Read-only file system\)"):
+        convert_pickle(source, read_only)
+    with pytest.raises(UserError, match=f"^OUT_DIR: cannot create '{read_only / 'new'}' "
+                                        r"\(Read-only file system\)"):
+        convert_pickle(source, read_only / "new")
 
 
 def test_a_failed_write_removes_its_temporary_file(mount):
