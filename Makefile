@@ -18,8 +18,11 @@ STAMP := $(VENV)/.installed
 # Optional extras to add to .venv, e.g. make install EXTRAS=slurm (the submitit launcher).
 EXTRAS ?=
 
-# key=value words on the command line become Hydra overrides.
-HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=% OUT=% EXTRAS=% STUDY=% DIR=%,$(MAKEOVERRIDES)),'$(v)')
+# key=value words on the command line become Hydra overrides. make writes a space inside a
+# value as '\ ' (make evaluate CKPT="a b.ckpt"): such a value stays one quoted argument.
+space := $(subst ,, )
+OVERRIDE_WORDS = $(subst \$(space),@@,$(MAKEOVERRIDES))
+HYDRA_ARGS = $(subst @@,$(space),$(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=% OUT=% EXTRAS=% STUDY=% DIR=%,$(OVERRIDE_WORDS)),'$(v)'))
 
 export SDL_VIDEODRIVER ?= dummy
 
@@ -43,7 +46,7 @@ train: $(STAMP)
 	$(PY) train.py $(HYDRA_ARGS)
 
 evaluate: $(STAMP)
-	$(PY) evaluate.py ckpt=$(CKPT) $(HYDRA_ARGS)
+	$(PY) evaluate.py 'ckpt=$(CKPT)' $(HYDRA_ARGS)
 
 report: $(STAMP)
 	$(PY) -m world_models.report --out '$(OUT)' $(if $(RUNS),--runs '$(RUNS)') $(HYDRA_ARGS)

@@ -34,10 +34,12 @@ def run(args, timeout=600, **env):
 
 
 def counting_episode(steps: int, size: int = 4, offset: int = 0) -> dict:
-    """An episode whose frame t is filled with (offset + t) % 256 and action t is [t, t, t]."""
+    """An episode whose frame t is filled with (offset + t) % 256 and action t is
+    [0, t / 256, 0] (gas counts the step: exact in float32 and within its range [0, 1])."""
     values = (offset + np.arange(steps + 1)) % 256
     frames = np.broadcast_to(values[:, None, None, None], (steps + 1, size, size, 3))
-    actions = np.repeat(np.arange(steps, dtype=np.float32)[:, None], 3, axis=1)
+    actions = np.zeros((steps, 3), np.float32)
+    actions[:, 1] = np.arange(steps) / 256
     return {
         "frames": frames.astype(np.uint8),
         "actions": actions,

@@ -3,7 +3,10 @@
 import filecmp
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +15,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT, run
-from world_models.data.collection import CollectSpec, collect, dataset_card, downsample
+from world_models.data.card import dataset_card
+from world_models.data.collection import CollectSpec, collect, downsample
 from world_models.data.episodes import episode_files, read_episode, write_episode
 from world_models.errors import UserError
 
@@ -20,7 +24,7 @@ TINY = ["data=tiny", "collect.workers=1"]
 
 
 def spec(directory, **kw) -> CollectSpec:
-    return CollectSpec(dir=str(directory), episode_steps=12, skip_frames=5, **kw)
+    return CollectSpec(**{"dir": str(directory), "episode_steps": 12, "skip_frames": 5, **kw})
 
 
 def same_files(a, b) -> bool:
@@ -111,6 +115,63 @@ def test_interrupted_collection_resumes_to_the_same_dataset(tmp_path):
     assert not list(resumed.glob(".*.tmp"))
 
 
+def test_ctrl_c_says_in_one_line_what_is_kept_and_exits_130(tmp_path):
+    data_dir = tmp_path / "d"
+    args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=8", "collect.workers=2",
+            f"data.dir={data_dir}", f"hydra.run.dir={tmp_path / 'log'}"]
+    # A session of its own, so the SIGINT goes to the whole process group as a terminal's does.
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, start_new_session=True,
+                            env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not episode_files(data_dir):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    kept = episode_files(data_dir)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert 1 <= len(kept) < 8, "the collection was not interrupted midway"
+    bar = f"collect {data_dir}:"  # the progress bar's redrawn lines
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(bar)]
+    assert lines == [f"interrupted: {len(kept)} of 8 episodes are kept in '{data_dir}'; run the "
+                     f"same command again to collect the other {8 - len(kept)}"], stderr[-3000:]
+    assert not list(data_dir.glob(".*.tmp"))
+    for f in kept:
+        read_episode(f)
+    result = run(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"({len(kept)} already there)" in result.stdout
+
+
+def test_two_collectors_in_one_directory_split_the_episodes(tmp_path):
+    data_dir = tmp_path / "shared"
+    args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=8", "collect.workers=1",
+            f"data.dir={data_dir}"]
+    procs = [subprocess.Popen([sys.executable, *args, f"hydra.run.dir={tmp_path / str(n)}"],
+                              cwd=ROOT, env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in range(2)]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    recorded = [int(re.search(r"collected (\d+) episodes", out).group(1)) for out, _ in outputs]
+    assert sum(recorded) == 8, recorded  # each episode recorded once, not once per collector
+    assert len(episode_files(data_dir)) == 8
+    for f in episode_files(data_dir):
+        read_episode(f)
+    assert not list(data_dir.glob(".*"))  # no claim or temporary file left
+
+
+def test_a_claim_of_a_process_that_is_gone_is_taken_over(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    claim = tmp_path / ".episode_00000.claim"
+    claim.write_text(f"{socket.gethostname()} {gone.pid}\n")
+    stats = collect(spec(tmp_path), num_episodes=1, workers=1, progress=False)
+    assert stats["recorded"] == 1 and len(episode_files(tmp_path)) == 1
+    assert not claim.exists()
+
+
 def test_stock_and_fast_env_write_identical_episodes(tmp_path):
     collect(spec(tmp_path / "fast"), num_episodes=1, workers=1, progress=False)
     collect(spec(tmp_path / "stock", env="stock"), num_episodes=1, workers=1, progress=False)
@@ -136,6 +197,8 @@ def test_card_counts_motion(tmp_path):
         ("collect.env=nope", "collect.env: expected one of 'fast', 'stock'"),
         ("collect.shard=2", "collect.shard: expected 0 <= shard < num_shards=1"),
         ("data.num_episodes=0", "data.num_episodes: expected >= 1"),
+        ("seed=abc", "seed: expected an integer, got 'abc'"),
+        ("data.episode_steps=1.5", "data.episode_steps: expected an integer, got '1.5'"),
     ],
 )
 def test_bad_collect_settings_exit_with_one_line(tmp_path, override, message):
@@ -149,6 +212,50 @@ def test_bad_collect_settings_exit_with_one_line(tmp_path, override, message):
 def test_other_resolution_in_the_same_directory_is_refused_untouched(tmp_path):
     collect(spec(tmp_path), num_episodes=1, workers=1, progress=False)
     before = {f.name: f.read_bytes() for f in episode_files(tmp_path)}
+    with pytest.raises(UserError, match="was collected with data.resolution=32 but this command "
+                                        "asks for 48"):
+        collect(spec(tmp_path, resolution=48), num_episodes=2, workers=1, progress=False)
+    (tmp_path / "card.json").unlink()  # episodes from elsewhere: their frames still tell
     with pytest.raises(UserError, match="holds 32x32 episodes but data.resolution=48"):
         collect(spec(tmp_path, resolution=48), num_episodes=2, workers=1, progress=False)
     assert {f.name: f.read_bytes() for f in episode_files(tmp_path)} == before
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"episode_steps": 13}, "data.episode_steps: '{dir}' was collected with "
+                            "data.episode_steps=12 but this command asks for 13"),
+    ({"skip_frames": 6}, "data.skip_frames: '{dir}' was collected with data.skip_frames=5 but"),
+    ({"seed": 1}, "data.seed: '{dir}' was collected with data.seed=0 but this command asks for 1"),
+    ({"policy": {"name": "uniform"}}, "policy.name: '{dir}' was collected with "
+                                      'policy.name="brownian" but this command asks for "uniform"'),
+    ({"policy": {"name": "brownian", "sigma": [0.3, 0.1, 0.01]}},
+     "policy.sigma: '{dir}' was collected with policy.sigma=null but this command asks for "
+     "[0.3, 0.1, 0.01]"),
+], ids=["episode_steps", "skip_frames", "seed", "policy.name", "policy.sigma"])
+def test_settings_the_dataset_was_not_collected_with_are_refused(tmp_path, change, message):
+    collect(spec(tmp_path), num_episodes=1, workers=1, progress=False)
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    with pytest.raises(UserError) as err:
+        collect(spec(tmp_path, **change), num_episodes=2, workers=1, progress=False)
+    assert str(err.value).startswith(message.format(dir=tmp_path)), str(err.value)
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+
+
+def test_more_episodes_collect_just_the_missing_ones_and_fewer_are_refused(tmp_path):
+    collect(spec(tmp_path / "all"), num_episodes=3, workers=1, progress=False)
+    first = collect(spec(tmp_path / "grown"), num_episodes=2, workers=1, progress=False)
+    grown = collect(spec(tmp_path / "grown"), num_episodes=3, workers=1, progress=False)
+    assert (first["recorded"], grown["recorded"], grown["skipped"]) == (2, 1, 2)
+    assert same_files(tmp_path / "all", tmp_path / "grown")
+    with pytest.raises(UserError, match="data.num_episodes: .* holds 3 episodes but this command "
+                                        "asks for 2; set data.num_episodes=3"):
+        collect(spec(tmp_path / "grown"), num_episodes=2, workers=1, progress=False)
+
+
+def test_cli_refuses_a_setting_the_dataset_was_not_collected_with(tiny_data, tmp_path):
+    result = run(["-m", "world_models.collect", "data=tiny", f"data.dir={tiny_data}",
+                  "data.episode_steps=40", f"hydra.run.dir={tmp_path / 'log'}"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip() == (
+        f"error: data.episode_steps: '{tiny_data}' was collected with data.episode_steps=30 but "
+        f"this command asks for 40; set it back or choose another data.dir")

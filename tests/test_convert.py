@@ -27,7 +27,7 @@ def _episodes(seed: int = 0) -> list:
         for _ in range(n):
             state = rng.random((3, 32, 32)).astype(dtype)
             state[0, 0, 0], state[1, 0, 0] = 0.0, 1.0
-            action = rng.uniform(-1, 1, 3).astype(np.float32)
+            action = rng.uniform([-1, 0, 0], [1, 1, 1]).astype(np.float32)  # steer, gas, brake
             if dtype is np.float64:
                 action = [float(a) for a in action]
             steps.append((state, action, float(rng.normal())))
@@ -122,6 +122,10 @@ def test_malicious_pickle_is_refused_without_side_effect(tmp_path: Path) -> None
         (
             lambda e: e[1].__setitem__(0, (e[1][0][0], [0.0, float("nan"), 0.0], 0.0)),
             r"episode 1 step 0: action must be 3 finite numbers",
+        ),
+        (
+            lambda e: e[1].__setitem__(1, (e[1][1][0], [0.0, 1.5, 0.0], 0.0)),
+            r"episode 1 step 1: action column 1 \(gas\) is 1.5, outside \[0, 1\]",
         ),
         (
             lambda e: e[0].__setitem__(1, e[0][1][:2]),

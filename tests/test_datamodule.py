@@ -33,9 +33,10 @@ def test_frames_and_actions_stay_aligned(tmp_path):
         frames, actions = item["frames"], item["actions"]  # [L, 3, H, W], [L, 3]
         assert frames.shape == (4, 3, 4, 4) and actions.shape == (4, 3)
         frame_values = torch.round(frames[:, 0, 0, 0] * 255) % 256
-        episode_offset = frame_values[0] - actions[0, 0]  # frame t = offset + t, action t = t
-        assert torch.equal(frame_values, (episode_offset + actions[:, 0]) % 256)
-        assert torch.equal(actions[1:, 0] - actions[:-1, 0], torch.ones(3))
+        steps = actions[:, 1] * 256  # frame t = offset + t, action t = [0, t / 256, 0]
+        episode_offset = frame_values[0] - steps[0]
+        assert torch.equal(frame_values, (episode_offset + steps) % 256)
+        assert torch.equal(steps[1:] - steps[:-1], torch.ones(3))
 
 
 def test_batches_are_float_and_memory_stays_uint8(tmp_path):
@@ -94,6 +95,11 @@ def test_prepare_data_collects_when_the_directory_is_missing(tmp_path):
     dm.setup()
     assert len(episode_files(tmp_path / "new")) == 3
     assert dm.frame_shape == (3, 32, 32)
+    cfg.data.num_episodes = 4  # the same settings, more episodes: only the missing one
+    before = {f.name: f.stat().st_mtime_ns for f in episode_files(tmp_path / "new")}
+    CarRacingDataModule(cfg.data.dir, seq_len=4, collect_config=cfg).prepare_data()
+    after = {f.name: f.stat().st_mtime_ns for f in episode_files(tmp_path / "new")}
+    assert len(after) == 4 and all(after[name] == t for name, t in before.items())
 
 
 @pytest.mark.parametrize(
@@ -104,6 +110,7 @@ def test_prepare_data_collects_when_the_directory_is_missing(tmp_path):
         ([8] * 10, {"stride": 0}, "data.stride: expected >= 1"),
         ([8] * 2, {}, "data.split: 2 episodes cannot fill"),
         ([8] * 10, {"split": [0.5, 0.5]}, "data.split: expected three fractions"),
+        ([8] * 10, {"split": [0, 0.5, 0.5]}, "data.split: the train share is 0"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, lengths, kwargs, message):

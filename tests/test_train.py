@@ -37,6 +37,14 @@ BAD = [
     (["trainer.max_epochs=0"], ["trainer.max_epochs"]),
     (["train.protocol=nope"], ["train.protocol", "bptt", "per_step"]),
     (["ckpt_path=/nonexistent.ckpt"], ["ckpt_path", "/nonexistent.ckpt"]),
+    (["data.split=[0.8,0.2,0.0]"], ["data.split", "test share is 0"]),
+    (["data.split=[0,0.5,0.5]"], ["data.split", "train share is 0"]),
+    (["data.seq_len=abc"], ["data.seq_len", "expected an integer", "'abc'"]),
+    (["model.lr=abc"], ["model.lr", "expected a number", "'abc'"]),
+    (["seed=abc"], ["seed", "expected an integer", "'abc'"]),
+    (["data.num_workers=-1"], ["data.num_workers", ">= 0"]),
+    (["ckpt_path=/tmp"], ["ckpt_path", "'/tmp' is a directory"]),
+    (["ckpt_path=/etc/passwd"], ["ckpt_path", "is not a checkpoint"]),
     (["model.lr=1e30", "trainer.max_epochs=1"], ["train/loss", "global step"]),
 ]
 RUNS = {
@@ -282,14 +290,15 @@ def test_resume_equals_an_uninterrupted_run(train, runs, tmp_path):
 
 def test_resume_with_nothing_left_to_train_tests_the_checkpoint(train, runs, tmp_path):
     """Resuming a 1-epoch checkpoint with trainer.max_epochs=1 trains nothing: it still exits 0
-    and tests the resumed run's best checkpoint (no best_val_mse: nothing was validated)."""
+    and tests the resumed run's best checkpoint, carried into the new run with its score."""
     b, proc_b = runs("resume-first-epoch")
     ok(proc_b)
     c = tmp_path / "run"
     ok(train(c, "model=builtin", "trainer.max_epochs=1",
              f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}"))
     rb, rc = results(b), results(c)
-    assert rc["best_val_mse"] is None
+    assert rc["best_val_mse"] == rb["best_val_mse"]
+    assert Path(rc["checkpoint"]).parent == c / "checkpoints"
     assert rc["test_mse"] == pytest.approx(rb["test_mse"], rel=1e-6)
 
 
@@ -312,6 +321,12 @@ def test_bad_input_is_refused_in_one_line(runs, overrides, words):
     line = refused(proc, *words)
     assert line.startswith("error: ")
     assert proc.returncode == 2
+
+
+def test_non_finite_loss_line_is_not_glued_to_the_progress_bar(runs):
+    _, proc = runs("model.lr=1e30 trainer.max_epochs=1")
+    assert proc.returncode == 2
+    assert proc.stdout.endswith("\n"), proc.stdout[-300:]  # the bar's line was ended first
 
 
 def test_unknown_model_lists_the_choices(runs):

@@ -39,6 +39,8 @@ class RolloutCallback(Callback):
         if every_n_epochs < 0:
             raise UserError(f"callbacks.rollout.every_n_epochs: expected >= 0 (0 = off), "
                             f"got {every_n_epochs}")
+        if horizon < 2:  # one true frame and at least one predicted
+            raise UserError(f"callbacks.rollout.horizon: expected >= 2, got {horizon}")
         if not 1 <= context < horizon:
             raise UserError(f"callbacks.rollout.context: expected 1 <= context < horizon "
                             f"({horizon}), got {context}")

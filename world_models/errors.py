@@ -12,15 +12,34 @@ class UserError(Exception):
     """A mistake in the user's input: a config key, a file, a directory."""
 
 
+class Interrupted(Exception):
+    """The user pressed Ctrl-C; the message says what is kept and how to continue."""
+
+
 def exit_on_user_error(fn):
-    """Turn a UserError raised by `fn` into one line on stderr and exit code 2."""
+    """Turn a UserError raised by `fn` into one line on stderr and exit code 2, and Ctrl-C
+    into one line and exit code 130 (the shell's code for SIGINT)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except UserError as err:
+            _end_progress_bars()
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except Interrupted as err:
+            _end_progress_bars()
+            print(f"interrupted: {err}", file=sys.stderr, flush=True)
+            sys.exit(130)
 
     return wrapper
+
+
+def _end_progress_bars() -> None:
+    """Close the open tqdm bars (Lightning's among them) so the message gets its own line."""
+    tqdm_std = sys.modules.get("tqdm.std")  # never imported: no bar is open
+    if tqdm_std is not None:
+        for bar in list(tqdm_std.tqdm._instances):
+            bar.close()
+    sys.stdout.flush()

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from world_models import plots
+from world_models.checkpointing import check_checkpoint_file
 from world_models.data.datamodule import SPLITS, CarRacingDataModule
 from world_models.errors import UserError
 from world_models.metrics import (
@@ -19,6 +20,7 @@ from world_models.metrics import (
 )
 from world_models.models.world_model import WorldModel
 from world_models.rollout import predictions_and_scores
+from world_models.settings import check_types
 
 STRATEGIES = ("teacher_forcing", "autoregressive", "copy_last", "mean_frame")
 SUMMARY_STEPS = (1, 10, 50, 150)
@@ -27,6 +29,7 @@ BASELINES = ("copy_last", "mean_frame")
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible settings before loading anything, naming the key."""
+    check_types(cfg)
     if not cfg.ckpt:
         raise UserError("ckpt: required, e.g. ckpt=outputs/train/<run>/checkpoints/last.ckpt")
     if cfg.split not in (*SPLITS, "all"):
@@ -44,9 +47,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def load_model(path) -> WorldModel:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ckpt: '{path}' does not exist")
+    path = check_checkpoint_file(path, "ckpt")
     try:
         return WorldModel.load_from_checkpoint(path, map_location="cpu")
     except UserError:

@@ -13,10 +13,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from world_models.data.datamodule import CarRacingDataModule
+from world_models.checkpointing import check_checkpoint_file
+from world_models.data.datamodule import CarRacingDataModule, check_split
 from world_models.errors import UserError
 from world_models.metrics import window_baselines
 from world_models.models.world_model import WorldModel, check_hparams
+from world_models.runs import resolve_ckpt_path
+from world_models.settings import check_types
 
 
 class Throughput(Callback):
@@ -73,9 +76,7 @@ def build_callbacks(cfg: DictConfig) -> list:
 
 def check_checkpoint(path, model: WorldModel) -> None:
     """Refuse a checkpoint that is missing, unreadable or shaped for another config."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ckpt_path: '{path}' does not exist")
+    path = check_checkpoint_file(path, "ckpt_path")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as err:  # any unreadable file is the user's to fix
@@ -92,8 +93,10 @@ def check_checkpoint(path, model: WorldModel) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible settings before data is collected or anything is built."""
+    check_types(cfg)
     if int(cfg.trainer.max_epochs) < 1:
         raise UserError(f"trainer.max_epochs: expected >= 1, got {cfg.trainer.max_epochs}")
+    check_split(cfg.data.split, needs=("train", "test"))  # results.json holds the test MSE
     m, size = cfg.model, int(cfg.data.resolution)
     check_hparams(m.core, m.hidden_size, m.lr, cfg.train.protocol, encoder=m.encoder,
                   frame_shape=(3, size, size), warp=m.warp, l1_weight=m.l1_weight,
@@ -106,6 +109,7 @@ def check_config(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict:
     """Fit and test one model as `cfg` says; return (and write) its results."""
     check_config(cfg)
+    ckpt_path = resolve_ckpt_path(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.paths.output_dir)
 
@@ -117,8 +121,8 @@ def train(cfg: DictConfig) -> dict:
                        protocol=cfg.train.protocol, input_noise=cfg.train.input_noise,
                        scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
                        open_loop=OmegaConf.to_container(cfg.train.open_loop))
-    if cfg.ckpt_path:
-        check_checkpoint(cfg.ckpt_path, model)
+    if ckpt_path:
+        check_checkpoint(ckpt_path, model)
 
     throughput = Throughput()
     callbacks = [*build_callbacks(cfg), throughput]
@@ -128,7 +132,7 @@ def train(cfg: DictConfig) -> dict:
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         started = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_seconds = time.perf_counter() - started
         # the teacher-forced validation MSE of the last epoch validated (test() resets these)
         last_val = trainer.callback_metrics.get("val/loss")
@@ -147,7 +151,7 @@ def train(cfg: DictConfig) -> dict:
 
     baselines = window_baselines(datamodule.test_dataloader(), datamodule.mean_frame())
     test_mse = float(tested[0]["test/loss"])
-    # None when this run validated nothing (e.g. resumed from a checkpoint at max_epochs).
+    # None when no epoch was validated (a resumed run carries its predecessor's best).
     best_score = checkpoint.best_model_score if best else None
     results = {
         "test_mse": test_mse,

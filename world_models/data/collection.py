@@ -5,9 +5,9 @@ do not depend on how many workers ran, in which order, or on which machine a
 shard was collected: shards merge by copying files into one directory.
 """
 
-import json
 import multiprocessing as mp
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,9 +15,22 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from world_models.data.episodes import episode_files, read_episode, write_episode
+from world_models.data import claims
+from world_models.data.card import (
+    check_request,
+    dataset_card,
+    format_card,
+    read_card,
+    write_card,
+)
+from world_models.data.episodes import (
+    episode_files,
+    make_directory,
+    read_episode,
+    write_episode,
+)
 from world_models.data.policies import make_policy
-from world_models.errors import UserError
+from world_models.errors import Interrupted, UserError
 
 OBS_SIZE = 96  # CarRacing's observation is 96x96x3
 
@@ -92,11 +105,20 @@ def _init_worker(env_kind: str) -> None:
     _worker_env = make_env(env_kind)
 
 
-def _collect_one(args) -> tuple[int, int]:
+def _collect_one(args) -> tuple[int, int | None]:
+    """Record episode `index` unless another collector has it; (index, env steps or None)."""
     spec, index = args
-    episode = record_episode(_worker_env, spec, index)
-    env_steps = episode.pop("env_steps")
-    write_episode(episode_path(spec.dir, index), **episode, seed=np.array([spec.seed, index]))
+    path = episode_path(spec.dir, index)
+    if path.exists() or not claims.claim(spec.dir, index):
+        return index, None
+    try:
+        if path.exists():  # finished by another collector between our two looks
+            return index, None
+        episode = record_episode(_worker_env, spec, index)
+        env_steps = episode.pop("env_steps")
+        write_episode(path, **episode, seed=np.array([spec.seed, index]))
+    finally:
+        claims.release(spec.dir, index)
     return index, env_steps
 
 
@@ -139,14 +161,17 @@ def collect(
     if workers < 1:
         raise UserError(f"collect.workers: expected >= 1, got {workers}")
 
-    directory = Path(spec.dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_directory(spec.dir, "data.dir")
+    settings = card_settings(spec)
+    check_request(directory, settings, num_episodes)
     _check_existing_resolution(directory, spec.resolution)
-    _remove_stale_temporaries(directory)
+    claims.remove_stale(directory)
+    if read_card(directory) is None and not episode_files(directory):
+        write_card(directory, settings)  # before the first episode: the directory is ours
     mine = [i for i in range(num_episodes) if i % num_shards == shard]
-    todo = [i for i in mine if not episode_path(directory, i).exists()]
+    todo = first_todo = [i for i in mine if not episode_path(directory, i).exists()]
 
-    start, env_steps = time.perf_counter(), 0
+    start, env_steps, interrupted = time.perf_counter(), 0, False
     bar = tqdm(
         total=len(mine),
         initial=len(mine) - len(todo),
@@ -154,32 +179,63 @@ def collect(
         desc=f"collect {directory}",
         disable=not progress,
     )
-    tasks = [(spec, i) for i in todo]
     workers = min(workers, max(len(todo), 1))
     if workers == 1:
-        _init_worker(spec.env)
-        results = map(_collect_one, tasks)
+        if todo:  # a complete dataset (a training run's every start) needs no simulator
+            _init_worker(spec.env)
         pool = None
     else:
-        # spawn, not fork: the parent may hold torch threads or a pygame display.
-        pool = mp.get_context("spawn").Pool(workers, _init_worker, (spec.env,))
-        results = pool.imap_unordered(_collect_one, tasks)
+        # spawn, not fork: the parent may hold torch threads or a pygame display. The workers
+        # start with Ctrl-C ignored (Python keeps an inherited SIG_IGN), so only this process
+        # handles it: one message, not a traceback from every worker.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool = mp.get_context("spawn").Pool(workers, _init_worker, (spec.env,))
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    recorded, waiting_said = 0, False
     try:
-        for _, steps in results:
-            env_steps += steps
-            bar.update(1)
-            bar.set_postfix(steps_per_s=f"{env_steps / (time.perf_counter() - start):.0f}")
+        while todo:
+            tasks = [(spec, i) for i in todo]
+            results = map(_collect_one, tasks) if pool is None else pool.imap_unordered(
+                _collect_one, tasks)
+            for _, steps in results:
+                if steps is None:  # another collector has it
+                    continue
+                recorded, env_steps = recorded + 1, env_steps + steps
+                bar.update(1)
+                bar.set_postfix(steps_per_s=f"{env_steps / (time.perf_counter() - start):.0f}")
+            missing = [i for i in mine if not episode_path(directory, i).exists()]
+            todo = [i for i in missing if not claims.held(directory, i)]
+            if missing and not todo:  # all left are being recorded by other collectors
+                if not waiting_said:
+                    tqdm.write(f"waiting for {len(missing)} episodes that other collectors "
+                               f"claimed, e.g. {claims.claim_path(directory, missing[0])}")
+                    waiting_said = True
+                time.sleep(0.5)
+                todo = [i for i in missing if not episode_path(directory, i).exists()]
+    except UserError as err:  # a write failed (full disk, read-only directory)
+        raise UserError(f"{err}; the finished episodes in '{directory}' are kept: fix that "
+                        f"and run the same command again to collect the rest") from None
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         bar.close()
         if pool is not None:
             pool.terminate()
             pool.join()
-    seconds = time.perf_counter() - start
+        claims.remove_stale(directory)  # of workers stopped mid-episode
+    if interrupted:
+        kept = sum(episode_path(directory, i).exists() for i in mine)
+        raise Interrupted(f"{kept} of {len(mine)} episodes are kept in '{directory}'; run the "
+                          f"same command again to collect the other {len(mine) - kept}")
+    skipped = len(mine) - len(first_todo)
     return {
-        "recorded": len(todo),
-        "skipped": len(mine) - len(todo),
+        "recorded": recorded,
+        "skipped": skipped,
+        "by_others": len(mine) - skipped - recorded,
         "env_steps": env_steps,
-        "seconds": seconds,
+        "seconds": time.perf_counter() - start,
     }
 
 
@@ -195,48 +251,9 @@ def _check_existing_resolution(directory: Path, resolution: int) -> None:
             )
 
 
-def _remove_stale_temporaries(directory: Path) -> None:
-    """Delete temporary files left by an interrupted collection whose process is gone."""
-    for tmp in directory.glob(".episode_*.tmp"):
-        pid = int(tmp.name.split(".")[-2]) if tmp.name.split(".")[-2].isdigit() else None
-        try:
-            if pid is not None:
-                os.kill(pid, 0)  # still running: another collector owns this file
-                continue
-        except ProcessLookupError:
-            pass
-        tmp.unlink(missing_ok=True)
-
-
-def dataset_card(directory, **settings) -> dict:
-    """Summarise a dataset: size and how much moves between frames; store it as card.json."""
-    episodes = [read_episode(f) for f in episode_files(directory)]
-    sq_err, unchanged, steps = 0.0, 0, 0
-    for ep in episodes:
-        frames = ep.frames.astype(np.float32) / 255.0
-        diff = frames[1:] - frames[:-1]  # [T, H, W, 3]
-        sq_err += float((diff**2).mean(axis=(1, 2, 3)).sum())
-        unchanged += int((np.abs(diff).reshape(len(diff), -1).max(axis=1) == 0).sum())
-        steps += ep.steps
-    card = {
-        "episodes": len(episodes),
-        "steps": steps,
-        "mean_episode_steps": steps / max(len(episodes), 1),
-        "copy_last_frame_mse": sq_err / max(steps, 1),
-        "unchanged_fraction": unchanged / max(steps, 1),
-        **settings,
-    }
-    (Path(directory) / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    return card
-
-
-def format_card(card: dict) -> str:
-    return (
-        f"dataset: {card['episodes']} episodes, {card['steps']} steps "
-        f"({card['mean_episode_steps']:.0f} per episode); copy-last-frame MSE "
-        f"{card['copy_last_frame_mse']:.3g}; frame unchanged on "
-        f"{100 * card['unchanged_fraction']:.1f}% of steps"
-    )
+def card_settings(spec: CollectSpec) -> dict:
+    """The settings a dataset card records: all of the spec but where it was written."""
+    return {k: v for k, v in asdict(spec).items() if k != "dir"}
 
 
 def spec_from_config(cfg) -> CollectSpec:
@@ -256,6 +273,9 @@ def spec_from_config(cfg) -> CollectSpec:
 
 def collect_from_config(cfg, progress: bool = True) -> dict:
     """Collect what `cfg` asks for, print and store the dataset card; return the card."""
+    from world_models.settings import check_types
+
+    check_types(cfg)
     spec = spec_from_config(cfg)
     stats = collect(
         spec,
@@ -265,11 +285,14 @@ def collect_from_config(cfg, progress: bool = True) -> dict:
         int(cfg.collect.num_shards),
         progress,
     )
-    settings = {k: v for k, v in asdict(spec).items() if k != "dir"}
-    card = dataset_card(spec.dir, **settings)
+    card = read_card(spec.dir)
+    if stats["recorded"] or not card or card.get("episodes") != len(episode_files(spec.dir)):
+        card = dataset_card(spec.dir, **card_settings(spec))
     rate = stats["env_steps"] / stats["seconds"] if stats["seconds"] else 0.0
     print(
-        f"collected {stats['recorded']} episodes ({stats['skipped']} already there) in "
+        f"collected {stats['recorded']} episodes ({stats['skipped']} already there"
+        + (f", {stats['by_others']} by other collectors" if stats["by_others"] else "")
+        + f") in "
         f"{stats['seconds']:.1f}s, {rate:.0f} env steps/s, into {spec.dir}"
     )
     print(format_card(card))

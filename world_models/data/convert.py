@@ -13,7 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from world_models.data.episodes import episode_files, write_episode
+from world_models.data.episodes import (
+    action_out_of_range,
+    episode_files,
+    make_directory,
+    write_episode,
+)
 from world_models.errors import UserError
 
 # What pickled numpy arrays/scalars reference (checked with pickletools, protocols 0-5).
@@ -54,6 +59,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def load_course_pickle(path) -> list:
     """Unpickle the course's dataset, admitting only numpy arrays, numbers and containers."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"IN.pkl: '{path}' is a directory, expected the course's pickle file")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
@@ -99,6 +106,9 @@ def _episode_arrays(episode, where: str, shape: tuple | None):
             raise UserError(
                 f"{at}: action must be 3 finite numbers, got shape {list(action.shape)}"
             )
+        outside = action_out_of_range(action[None])  # [1, 3]
+        if outside:
+            raise UserError(f"{at}: action {outside.removeprefix('step 0, ')}")
         if not np.isfinite(reward):
             raise UserError(f"{at}: reward must be finite, got {reward}")
         frames.append(np.clip(np.round(state * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0))
@@ -115,7 +125,7 @@ def convert_pickle(in_path, out_dir) -> int:
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a directory")
+        raise UserError(f"OUT_DIR: '{out_dir}' is a file, expected a directory")
     if out_dir.is_dir() and episode_files(out_dir):
         raise UserError(f"{out_dir}: already holds episode files; choose an empty directory")
     data = load_course_pickle(in_path)
@@ -134,7 +144,14 @@ def convert_pickle(in_path, out_dir) -> int:
         converted[i] = (np.stack(frames), np.stack(actions[:-1]), np.asarray(rewards[:-1]))
     if not converted:
         raise UserError(f"{in_path}: no episode with at least 2 steps to convert")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for i, (frames, actions, rewards) in converted.items():
-        write_episode(out_dir / f"episode_{i:05d}.npz", frames, actions, rewards)
+    make_directory(out_dir, "OUT_DIR")
+    written = []
+    try:
+        for i, (frames, actions, rewards) in converted.items():
+            written.append(write_episode(out_dir / f"episode_{i:05d}.npz", frames, actions,
+                                         rewards))
+    except UserError as err:  # a full disk or a read-only directory
+        for path in written:  # a rerun needs an empty directory: leave no half dataset
+            path.unlink()
+        raise UserError(f"{err}; nothing was converted") from None
     return len(converted)

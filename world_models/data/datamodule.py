@@ -13,20 +13,34 @@ from world_models.errors import UserError
 SPLITS = ("train", "val", "test")
 
 
+def check_split(fractions, needs=("train",)) -> list[float]:
+    """The train/val/test fractions as floats; refuse them unless each split in `needs` has a
+    share (train.py needs train and test; validation may be empty)."""
+    try:
+        fractions = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        raise UserError(f"data.split: expected three fractions, got {fractions}") from None
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+        raise UserError(f"data.split: expected three fractions >= 0 summing to 1, got {fractions}")
+    for name in needs:
+        if fractions[SPLITS.index(name)] == 0:
+            raise UserError(f"data.split: the {name} share is 0 in {fractions}, but this command "
+                            f"needs {name} episodes (e.g. data.split=[0.8,0.1,0.1])")
+    return fractions
+
+
 def split_episodes(count: int, fractions, seed: int) -> dict[str, list[int]]:
     """Assign episode indices to train/val/test by a seeded shuffle.
 
     Splitting by episode keeps the test set's tracks out of training; each
     non-zero fraction gets at least one episode.
     """
-    fractions = [float(f) for f in fractions]
-    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
-        raise UserError(f"data.split: expected three fractions >= 0 summing to 1, got {fractions}")
+    fractions = check_split(fractions)
     order = np.random.default_rng(seed).permutation(count).tolist()
     n_val = max(round(fractions[1] * count), int(fractions[1] > 0))
     n_test = max(round(fractions[2] * count), int(fractions[2] > 0))
     n_train = count - n_val - n_test
-    if n_train < 1 and fractions[0] > 0:
+    if n_train < 1:
         raise UserError(
             f"data.split: {count} episodes cannot fill train/val/test {fractions}; "
             f"collect more (data.num_episodes) or change data.split"
@@ -129,6 +143,9 @@ class CarRacingDataModule(L.LightningDataModule):
                         "test": (seq_len, stride)}
         if batch_size < 1:
             raise UserError(f"data.batch_size: expected >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise UserError(f"data.num_workers: expected >= 0 (0 = load in this process), "
+                            f"got {num_workers}")
         self.dir = Path(dir)
         self.seq_len, self.stride, self.batch_size = seq_len, stride, batch_size
         self.split, self.seed, self.num_workers = split, seed, num_workers
@@ -155,11 +172,18 @@ class CarRacingDataModule(L.LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Collect the dataset on first use, so the main command works on a fresh clone."""
-        if self.dir.is_dir() and episode_files(self.dir):
+        """Collect the dataset on first use, so the main command works on a fresh clone, and
+        the missing episodes of one we collected (a card.json); others are read as they are."""
+        from world_models.data.card import read_card
+
+        has_episodes = self.dir.is_dir() and bool(episode_files(self.dir))
+        collecting = self.collect and self.collect_config is not None
+        if has_episodes and (not collecting or read_card(self.dir) is None):
             return
-        if not self.collect or self.collect_config is None:
-            where = "does not exist" if not self.dir.exists() else "holds no episode files (*.npz)"
+        if not collecting:
+            where = ("does not exist" if not self.dir.exists() else
+                     "is a file, expected a directory," if not self.dir.is_dir() else
+                     "holds no episode files (*.npz)")
             raise UserError(f"data.dir: '{self.dir}' {where} and data.collect=false")
         from world_models.data.collection import collect_from_config
 

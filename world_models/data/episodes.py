@@ -20,6 +20,18 @@ from world_models.errors import UserError
 
 ACTION_LOW = np.array([-1.0, 0.0, 0.0], dtype=np.float32)
 ACTION_HIGH = np.array([1.0, 1.0, 1.0], dtype=np.float32)
+ACTION_NAMES = ("steer", "gas", "brake")
+
+
+def action_out_of_range(actions: np.ndarray) -> str | None:
+    """'step S, column C (name) is V, outside [lo, hi]' for the first action out of its range."""
+    outside = np.argwhere((actions < ACTION_LOW) | (actions > ACTION_HIGH))  # [N, 2]
+    if not len(outside):
+        return None
+    step, column = (int(i) for i in outside[0])
+    return (f"step {step}, column {column} ({ACTION_NAMES[column]}) is "
+            f"{float(actions[step, column]):g}, outside [{ACTION_LOW[column]:g}, "
+            f"{ACTION_HIGH[column]:g}]")
 
 
 @dataclass
@@ -59,6 +71,9 @@ def validate(frames, actions, rewards, source: str) -> None:
         )
     if not np.isfinite(actions).all():
         raise UserError(f"{source}: 'actions' holds non-finite values")
+    outside = action_out_of_range(actions)
+    if outside:
+        raise UserError(f"{source}: action at {outside}")
     if not np.isfinite(rewards).all():
         raise UserError(f"{source}: 'rewards' holds non-finite values")
 
@@ -74,21 +89,50 @@ def write_episode(path, frames, actions, rewards, **extra) -> Path:
     # listed as an episode; os.replace is atomic on one filesystem.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     arrays = {"frames": frames, "actions": actions, "rewards": rewards, **extra}
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for key, value in arrays.items():
-            # A fixed timestamp (np.savez stamps the current time) makes the file's
-            # bytes a function of its arrays alone: reruns and workers agree byte for byte.
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(info, "w") as member:
-                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
-    os.replace(tmp, path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for key, value in arrays.items():
+                # A fixed timestamp (np.savez stamps the current time) makes the file's
+                # bytes a function of its arrays alone: reruns and workers agree byte for byte.
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(info, "w") as member:
+                    np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk or a read-only directory: the user's to fix
+        remove_quietly(tmp)
+        raise UserError(f"{path}: cannot write ({err.strerror or err})") from None
+    except BaseException:  # Ctrl-C mid-write: leave no temporary file behind
+        remove_quietly(tmp)
+        raise
     return path
+
+
+def remove_quietly(path: Path) -> None:
+    """Delete `path` if it is there; a read-only filesystem refuses even that, harmlessly."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def make_directory(directory, key: str) -> Path:
+    """Create `directory` (and its parents) or refuse in one line naming `key` and the cause."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{key}: '{directory}' is a file, expected a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{key}: cannot create '{directory}' ({err.strerror or err})") from None
+    return directory
 
 
 def read_episode(path) -> Episode:
     """Read and validate one episode file; bad files raise UserError naming the file."""
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):  # else np.load suggests allow_pickle
+        raise UserError(f"{path}: not a readable .npz episode file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = {"frames", "actions", "rewards"} - set(npz.files)
@@ -114,6 +158,8 @@ def episode_files(directory) -> list[Path]:
 def load_dataset(directory) -> list[Episode]:
     """Read every episode of a directory; raise UserError if there are none."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"data.dir: '{directory}' is a file, expected a directory")
     if not directory.is_dir():
         raise UserError(f"data.dir: directory '{directory}' does not exist")
     files = episode_files(directory)

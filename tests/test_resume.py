@@ -1,0 +1,94 @@
+"""A run killed mid-epoch and resumed into a new run directory ends as if never interrupted.
+
+Real train.py processes on the tiny data; the kill is a SIGKILL, as a lost machine would be.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from tests.helpers import ROOT
+
+# lr=0.01 makes validation loss rise after epoch 1 (best-epoch001 of 4): a resume that forgot
+# its best would pick a later epoch and test another model.
+RUN = ("data=tiny", "data.collect=false", "model.hidden_size=16", "model.lr=0.01",
+       "trainer.max_epochs=4")
+
+
+def train_args(tiny_data, outputs: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, "train.py", *RUN, f"data.dir={tiny_data}",
+            f"paths.log_dir={outputs}", f"hydra.run.dir={outputs / 'train' / name}", *extra]
+
+
+def last_epoch(run_dir: Path) -> int | None:
+    """The epoch of run_dir's last.ckpt, or None while it is missing or half written."""
+    try:
+        return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    except Exception:
+        return None
+
+
+def kill_after_epoch(args, env, run_dir: Path, epoch: int) -> int:
+    """Start a run, SIGKILL it as soon as last.ckpt holds `epoch`; return last.ckpt's epoch."""
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None and (last_epoch(run_dir) or -1) < epoch:
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return last_epoch(run_dir)
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_killed_run_resumed_by_ckpt_path_last_equals_the_uninterrupted_run(
+        tiny_data, cli_env, tmp_path):
+    outputs = tmp_path / "outputs"
+    whole = subprocess.Popen(train_args(tiny_data, outputs, "whole"), cwd=ROOT, env=cli_env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    resumed_at = kill_after_epoch(train_args(tiny_data, outputs, "killed"), cli_env,
+                                  outputs / "train" / "killed", epoch=1)
+    log, _ = whole.communicate(timeout=300)
+    assert whole.returncode == 0, log[-3000:]
+    assert not (outputs / "train" / "killed" / "results.json").exists()
+    # A newer interrupted run of another config must not be the one resumed.
+    other = outputs / "train" / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / ".hydra").mkdir()
+    config = yaml.safe_load((outputs / "train" / "killed" / ".hydra" / "config.yaml").read_text())
+    config["model"]["lr"] = 0.02
+    (other / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (other / "checkpoints" / "last.ckpt").write_bytes(b"not this one")
+
+    resumed = subprocess.run(train_args(tiny_data, outputs, "resumed", "ckpt_path=last"),
+                             cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    killed_last = outputs / "train" / "killed" / "checkpoints" / "last.ckpt"
+    assert f"ckpt_path=last: resuming {killed_last}" in resumed.stdout
+
+    expected, got = results(outputs / "train" / "whole"), results(outputs / "train" / "resumed")
+    best_epoch = int(Path(expected["checkpoint"]).stem.removeprefix("best-epoch"))
+    assert best_epoch <= resumed_at < 3  # the best is behind the resume; epochs are left
+    assert got["test_mse"] == expected["test_mse"]
+    assert got["best_val_mse"] == expected["best_val_mse"]
+    assert Path(got["checkpoint"]).parent == outputs / "train" / "resumed" / "checkpoints"
+    assert Path(got["checkpoint"]).name == Path(expected["checkpoint"]).name
+
+
+def test_ckpt_path_last_without_an_interrupted_run_is_refused(run_cli, tiny_data, tmp_path):
+    outputs = tmp_path / "outputs"
+    proc = run_cli(*train_args(tiny_data, outputs, "first", "ckpt_path=last")[1:])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ckpt_path=last: no interrupted run") and str(outputs) in line

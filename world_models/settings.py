@@ -1,0 +1,61 @@
+"""The numeric settings a user can type, and their types, checked before anything runs.
+
+A value of the wrong type (`data.seq_len=abc`) would otherwise reach a comparison or a
+DataLoader and end in a TypeError traceback far from the key that caused it.
+"""
+
+from omegaconf import DictConfig, OmegaConf
+
+_MISSING = object()
+INT, FLOAT, OPTIONAL_INT = "an integer", "a number", "an integer or null"
+
+TYPES = {
+    "seed": INT,
+    "data.num_episodes": INT,
+    "data.episode_steps": INT,
+    "data.skip_frames": INT,
+    "data.resolution": INT,
+    "data.seq_len": INT,
+    "data.stride": OPTIONAL_INT,
+    "data.train_seq_len": OPTIONAL_INT,
+    "data.train_stride": OPTIONAL_INT,
+    "data.batch_size": INT,
+    "data.num_workers": INT,
+    "data.seed": INT,
+    "model.hidden_size": INT,
+    "model.lr": FLOAT,
+    "model.l1_weight": FLOAT,
+    "model.ssim_weight": FLOAT,
+    "train.open_loop.horizon": INT,
+    "train.open_loop.context": INT,
+    "train.open_loop.warmup": FLOAT,
+    "train.open_loop.warmup_window": INT,
+    "train.open_loop.ramp": FLOAT,
+    "train.open_loop.tf_weight": FLOAT,
+    "trainer.max_epochs": INT,
+    "train.input_noise": FLOAT,
+    "collect.workers": OPTIONAL_INT,
+    "collect.shard": INT,
+    "collect.num_shards": INT,
+    "rollout.horizon": INT,
+    "rollout.context": INT,
+    "rollout.batch_size": INT,
+}
+
+
+def _fits(value, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind == FLOAT:
+        return isinstance(value, (int, float))
+    return isinstance(value, int) or (kind == OPTIONAL_INT and value is None)
+
+
+def check_types(cfg: DictConfig) -> None:
+    """Refuse, naming the key, any setting of TYPES that `cfg` holds with another type."""
+    from world_models.errors import UserError
+
+    for key, kind in TYPES.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False)
+        if value is not _MISSING and not _fits(value, kind):
+            raise UserError(f"{key}: expected {kind}, got '{value}'")
