@@ -56,13 +56,15 @@ def write_counting_dataset(directory, lengths, size: int = 4) -> Path:
 
 
 class CrashAtEpoch(Callback):
-    """Ends the process, as a kill would, when epoch `epoch` (from 0) starts: the checkpoints of
-    the epochs before it are on disk, nothing after. Used through the CLI as
-    +callbacks.crash._target_=tests.helpers.CrashAtEpoch +callbacks.crash.epoch=1."""
+    """Ends the process, as a kill would, before batch `batch` of epoch `epoch` (both from 0):
+    the checkpoints of the epochs before it are on disk, nothing after. Used through the CLI as
+    +callbacks.crash._target_=tests.helpers.CrashAtEpoch +callbacks.crash.epoch=1 (and
+    +callbacks.crash.batch=2 for mid-epoch). Deterministic, where a timed SIGKILL races tiny
+    epochs."""
 
-    def __init__(self, epoch: int):
-        self.epoch = epoch
+    def __init__(self, epoch: int, batch: int = 0):
+        self.epoch, self.batch = epoch, batch
 
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
             os._exit(3)

@@ -124,8 +124,8 @@ class WorseningModel(L.LightningModule):
 
 
 def test_last_ckpt_is_the_final_epoch_when_the_best_is_earlier(tmp_path):
-    checkpoints = [c for c in build_callbacks(compose_train(tmp_path)) if
-                   isinstance(c, ModelCheckpoint)]
+    cfg = compose_train(tmp_path, "checkpoint_monitor=val/loss")
+    checkpoints = [c for c in build_callbacks(cfg) if isinstance(c, ModelCheckpoint)]
     trainer = L.Trainer(accelerator="cpu", max_epochs=3, logger=False, callbacks=checkpoints,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, default_root_dir=tmp_path)
