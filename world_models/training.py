@@ -59,6 +59,8 @@ def build_loggers(cfg: DictConfig) -> list:
 def build_callbacks(cfg: DictConfig) -> list:
     callbacks = []
     for conf in (cfg.get("callbacks") or {}).values():
+        if conf is None:  # a preset (conf/debug/) turns a callback off by setting it to null
+            continue
         try:
             callbacks.append(hydra.utils.instantiate(conf))
         except InstantiationException as err:
