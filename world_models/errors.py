@@ -13,7 +13,11 @@ class UserError(Exception):
 
 
 def exit_on_user_error(fn):
-    """Turn a UserError raised by `fn` into one line on stderr and exit code 2."""
+    """Turn a UserError raised by `fn` into one line on stderr and exit code 2.
+
+    In a job of a sweeper that records failed jobs and goes on (make tune: the Optuna
+    sweeper with max_failure_rate > 0), the line is printed and the error raised to it.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -21,6 +25,19 @@ def exit_on_user_error(fn):
             return fn(*args, **kwargs)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
+            if sweeper_records_failures():
+                raise
             sys.exit(2)
 
     return wrapper
+
+
+def sweeper_records_failures() -> bool:
+    """True inside a job of a Hydra multirun whose sweeper tolerates failed jobs."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return False
+    hydra = HydraConfig.get()
+    return hydra.mode == RunMode.MULTIRUN and (hydra.sweeper.get("max_failure_rate") or 0) > 0

@@ -127,6 +127,8 @@ def train(cfg: DictConfig) -> dict:
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         fit_seconds = time.perf_counter() - started
+        # The last rollout's open-loop MSE, if the rollout callback ran (a tuning objective).
+        rollout_mse = trainer.callback_metrics.get("val/rollout_mse_ar")
         checkpoint = next((c for c in callbacks
                            if isinstance(c, ModelCheckpoint) and c.monitor), None)
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
@@ -147,6 +149,7 @@ def train(cfg: DictConfig) -> dict:
     results = {
         "test_mse": test_mse,
         "best_val_mse": None if best_score is None else float(best_score),
+        "val_rollout_mse_ar": None if rollout_mse is None else float(rollout_mse),
         "baselines": baselines,
         "ratio_to_copy_last": test_mse / baselines["copy_last"] if baselines["copy_last"] else None,
         "core": cfg.model.core,
