@@ -20,7 +20,7 @@ HYDRA_ARGS = $(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=% OUT=% EXTRA
 
 export SDL_VIDEODRIVER ?= dummy
 
-.PHONY: install data train evaluate report compare sweep tune bench test test-all lint clean
+.PHONY: install data train evaluate report compare sweep tune dream bench test test-all lint clean
 
 install: $(STAMP)
 ifneq ($(strip $(EXTRAS)),)
@@ -55,6 +55,12 @@ sweep: $(STAMP)
 tune: $(STAMP)
 	$(PY) train.py $(if $(filter hparams_search=%,$(MAKEOVERRIDES)),,hparams_search=default) \
 		$(HYDRA_ARGS)
+
+# The model's dream beside the simulator: make dream CKPT=... [mode=interactive]. A window
+# needs the real display: drop the dummy video driver exported above, unless it was yours.
+dream: $(STAMP)
+	$(if $(and $(filter mode=interactive,$(MAKEOVERRIDES)),$(filter file,$(origin SDL_VIDEODRIVER))),env -u SDL_VIDEODRIVER) \
+		$(PY) dream.py ckpt=$(CKPT) $(HYDRA_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_env.py

@@ -63,3 +63,15 @@ def autoregressive(
             next_frames, state = model(frame, actions[:, t : t + 1], state)
             predictions.append(next_frames)
     return torch.cat(predictions, dim=1)  # [B, T, 3, H, W]
+
+
+@torch.no_grad()
+def dream_step(model: nn.Module, frame: torch.Tensor, action: torch.Tensor, state=None):
+    """One step of a rollout driven live: frame [B, 3, H, W], action [B, A] -> the next frame
+    [B, 3, H, W] and the state to pass back. The frame is clamped to [0, 1] first, as
+    autoregressive() clamps what it feeds back."""
+    device = model_device(model)
+    with evaluating(model):
+        next_frame, state = model(frame.clamp(0.0, 1.0)[:, None].to(device),
+                                  action[:, None].to(device), state)
+    return next_frame[:, 0], state
