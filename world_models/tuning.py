@@ -1,6 +1,7 @@
 """make tune: the number a trial returns to the sweeper, and the best trial as an experiment.
 
-The search spaces are recipes in conf/hparams_search/; the sweeper is in sweeper.py.
+The search spaces are recipes in conf/hparams_search/; the sweeper is
+hydra_plugins/world_models_tune/resumable_optuna_sweeper.py.
 """
 
 import math
