@@ -26,17 +26,17 @@ HYDRA_ARGS = $(subst @@,$(space),$(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=
 
 export SDL_VIDEODRIVER ?= dummy
 
-.PHONY: install data train evaluate report compare sweep bench test test-all lint clean
+.PHONY: install data train evaluate report compare sweep tune dream bench test test-all lint clean
 
 install: $(STAMP)
 ifneq ($(strip $(EXTRAS)),)
-	$(PY) -m pip install -qq -e ".[dev,$(EXTRAS)]"
+	$(PY) -m pip install -qq -e ".[dev,tune,$(EXTRAS)]"
 endif
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq "$(TORCH)"
-	$(PY) -m pip install -qq -e ".[dev]"
+	$(PY) -m pip install -qq -e ".[dev,tune]"
 	touch $@
 
 data: $(STAMP)
@@ -56,6 +56,17 @@ compare: $(STAMP)
 
 sweep: $(STAMP)
 	$(PY) train.py -m model.core=builtin,scratch seed=0,1,2 group=sweep $(HYDRA_ARGS)
+
+# A search with Hydra's Optuna sweeper (conf/hparams_search/); rerun to continue a study.
+tune: $(STAMP)
+	$(PY) train.py $(if $(filter hparams_search=%,$(MAKEOVERRIDES)),,hparams_search=default) \
+		$(HYDRA_ARGS)
+
+# The model's dream beside the simulator: make dream CKPT=... [mode=interactive]. A window
+# needs the real display: drop the dummy video driver exported above, unless it was yours.
+dream: $(STAMP)
+	$(if $(and $(filter mode=interactive,$(MAKEOVERRIDES)),$(filter file,$(origin SDL_VIDEODRIVER))),env -u SDL_VIDEODRIVER) \
+		$(PY) dream.py ckpt=$(CKPT) $(HYDRA_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_env.py

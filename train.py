@@ -4,17 +4,21 @@ import os
 
 import hydra
 
-from world_models.errors import exit_on_user_error
+from world_models.errors import exit_on_user_error, sweeper_records_failures
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
-def main(cfg) -> None:
+def main(cfg) -> float | None:
     from world_models.training import train
+    from world_models.tuning import check_objective, objective_value
 
-    train(cfg)
+    check_objective(cfg.objective)
+    results = train(cfg)
+    # What a sweeper (make tune) minimises; in its trials a missing value fails the trial.
+    return objective_value(results, cfg.objective, required=sweeper_records_failures())
 
 
 if __name__ == "__main__":

@@ -18,7 +18,11 @@ class Interrupted(Exception):
 
 def exit_on_user_error(fn):
     """Turn a UserError raised by `fn` into one line on stderr and exit code 2, and Ctrl-C
-    into one line and exit code 130 (the shell's code for SIGINT)."""
+    into one line and exit code 130 (the shell's code for SIGINT).
+
+    In a job of a sweeper that records failed jobs and goes on (make tune: the Optuna
+    sweeper with max_failure_rate > 0), the line is printed and the error raised to it.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -27,6 +31,8 @@ def exit_on_user_error(fn):
         except UserError as err:
             _end_progress_bars()
             print(f"error: {err}", file=sys.stderr, flush=True)
+            if sweeper_records_failures():
+                raise
             sys.exit(2)
         except Interrupted as err:
             _end_progress_bars()
@@ -43,3 +49,14 @@ def _end_progress_bars() -> None:
         for bar in list(tqdm_std.tqdm._instances):
             bar.close()
     sys.stdout.flush()
+
+
+def sweeper_records_failures() -> bool:
+    """True inside a job of a Hydra multirun whose sweeper tolerates failed jobs."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return False
+    hydra = HydraConfig.get()
+    return hydra.mode == RunMode.MULTIRUN and (hydra.sweeper.get("max_failure_rate") or 0) > 0

@@ -152,3 +152,24 @@ def epoch_curves(path, curves: dict[str, dict[str, tuple[list, list]]]) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def frame_table(cells, row_labels, column_labels) -> Image.Image:
+    """Frames [3, H, W] in rows x columns, upscaled, labelled on the left and on top."""
+    cell_h, cell_w = cells[0][0].shape[-2] * SCALE, cells[0][0].shape[-1] * SCALE
+    width = LABEL_WIDTH + len(column_labels) * (cell_w + PAD)
+    table = Image.new("RGB", (width, HEADER + len(cells) * (cell_h + PAD)), "white")
+    draw = ImageDraw.Draw(table)
+    for c, label in enumerate(column_labels):
+        draw.text((LABEL_WIDTH + c * (cell_w + PAD), 4), label, fill="black", font=font())
+    for r, (label, row) in enumerate(zip(row_labels, cells, strict=True)):
+        top = HEADER + r * (cell_h + PAD)
+        draw.text((4, top + cell_h // 2 - 8), label, fill="black", font=font())
+        for c, frame in enumerate(row):
+            table.paste(to_image(frame), (LABEL_WIDTH + c * (cell_w + PAD), top))
+    return table
+
+
+def save_gif(path, pictures: list[Image.Image], ms_per_frame: int = 100) -> None:
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=ms_per_frame,
+                     loop=0)

@@ -78,3 +78,18 @@ def predictions_and_scores(model: nn.Module, frames: torch.Tensor, actions: torc
         predictions["mean_frame"] = mean_frame_prediction(mean_frame, truth)
     scores = {name: per_step_metrics(pred, truth) for name, pred in predictions.items()}
     return predictions, scores
+
+
+@torch.no_grad()
+def dream_step(model: nn.Module, frame: torch.Tensor, action: torch.Tensor, state=None,
+               own_steps: int = 0):
+    """One step of a rollout driven live: frame [B, 3, H, W], action [B, A] -> the next frame
+    [B, 3, H, W] and the state to pass back. The frame is clamped to [0, 1] first, as
+    autoregressive() clamps what it feeds back. own_steps: how many steps the model has fed on
+    its own predictions (0 for the true start frame), for a model that reads it."""
+    device = model_device(model)
+    own = {"own_steps": own_steps} if getattr(model, "counts_own_steps", False) else {}
+    with evaluating(model):
+        next_frame, state = model(frame.clamp(0.0, 1.0)[:, None].to(device),
+                                  action[:, None].to(device), state, **own)
+    return next_frame[:, 0], state

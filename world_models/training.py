@@ -62,6 +62,8 @@ def build_loggers(cfg: DictConfig) -> list:
 def build_callbacks(cfg: DictConfig) -> list:
     callbacks = []
     for name, conf in (cfg.get("callbacks") or {}).items():
+        if conf is None:  # a preset (conf/debug/) turns a callback off by setting it to null
+            continue
         if name == "model_checkpoint" and conf.get("monitor") is None:
             continue  # checkpoint_monitor=null: the last epoch is tested (last_checkpoint)
         try:
@@ -136,6 +138,8 @@ def train(cfg: DictConfig) -> dict:
         fit_seconds = time.perf_counter() - started
         # the teacher-forced validation MSE of the last epoch validated (test() resets these)
         last_val = trainer.callback_metrics.get("val/loss")
+        # The last rollout's open-loop MSE, if the rollout callback ran (a tuning objective).
+        rollout_mse = trainer.callback_metrics.get("val/rollout_mse_ar")
         checkpoint = next((c for c in callbacks
                            if isinstance(c, ModelCheckpoint) and c.monitor), None)
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
@@ -157,6 +161,7 @@ def train(cfg: DictConfig) -> dict:
         "test_mse": test_mse,
         "best_val_mse": None if best_score is None else float(best_score),
         "last_val_mse": None if last_val is None else float(last_val),
+        "val_rollout_mse_ar": None if rollout_mse is None else float(rollout_mse),
         "baselines": baselines,
         "ratio_to_copy_last": test_mse / baselines["copy_last"] if baselines["copy_last"] else None,
         "core": cfg.model.core,
