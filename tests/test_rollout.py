@@ -159,6 +159,8 @@ def test_evaluate_writes_every_artifact(trained):
         t for t in range(1, HORIZON + 1)
         if means["autoregressive", "mse", t] > means["mean_frame", "mse", t]]
     assert "autoregressive: " in result.stdout
+    # One test episode: no other episode's actions to swap in.
+    assert "action sensitivity: not measured" in result.stdout
 
 
 BAD_INPUTS = {  # case -> the key the one-line message must start with

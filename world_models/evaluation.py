@@ -19,7 +19,7 @@ from world_models.metrics import (
     steps_worse,
 )
 from world_models.models.world_model import WorldModel
-from world_models.rollout import predictions_and_scores
+from world_models.rollout import action_sensitivity, predictions_and_scores
 from world_models.settings import check_types
 
 STRATEGIES = ("teacher_forcing", "autoregressive", "copy_last", "mean_frame")
@@ -147,6 +147,23 @@ def rollout_metrics(model, sequences, mean_frame, horizon: int, context: int, ba
     return values, first
 
 
+def sensitivity_to_actions(model, sequences, horizon: int, context: int,
+                           batch_size: int) -> torch.Tensor | None:
+    """[N, horizon] PSNR gain of each rollout under its own actions over the next episode's
+    (sequence i gets the actions of i + 1, the last those of the first); None for one episode."""
+    if len(sequences) < 2:
+        return None
+    actions = [s["actions"][:horizon] for s in sequences]
+    others = actions[1:] + actions[:1]
+    gains = []
+    for start in range(0, len(sequences), batch_size):
+        stop = start + batch_size
+        frames = torch.stack([s["frames"][: horizon + 1] for s in sequences[start:stop]])
+        gains.append(action_sensitivity(model, frames, torch.stack(actions[start:stop]),
+                                        torch.stack(others[start:stop]), context))
+    return torch.cat(gains)
+
+
 def summarize(values, horizon: int) -> dict:
     """strategy -> metric -> {step_1, step_10, ..., mean_over_steps}: the numbers to quote."""
     summary = {}
@@ -183,6 +200,16 @@ def format_worse(worse: dict, horizon: int) -> str:
     return "autoregressive: worse in " + "; ".join(parts)
 
 
+def format_sensitivity(entry: dict | None) -> str:
+    """One line: how much better the rollout is under its own actions than another episode's."""
+    if entry is None:
+        return "action sensitivity: not measured (needs two episodes to swap actions between)"
+    gain = entry["psnr_gain"]
+    steps = ", ".join(f"step {k[5:]} {v:+.2f}" for k, v in gain.items() if k.startswith("step_"))
+    return (f"action sensitivity (PSNR under the true actions minus another episode's): "
+            f"{gain['mean_over_steps']:+.2f} dB over the steps ({steps})")
+
+
 def format_summary(summary: dict, horizon: int) -> str:
     """A table: MSE at the first and the last quoted step, and every metric averaged over steps."""
     last = f"step_{max(s for s in SUMMARY_STEPS if s <= horizon)}"
@@ -191,6 +218,8 @@ def format_summary(summary: dict, horizon: int) -> str:
                "SSIM mean": ("ssim", "mean_over_steps")}
     lines = [f"{'strategy':<16}" + "".join(f"{c:>11}" for c in columns)]
     for strategy, metrics in summary.items():
+        if strategy not in STRATEGIES:  # action_sensitivity has its own line
+            continue
         values = [metrics[metric][key] for metric, key in columns.values()]
         lines.append(f"{strategy:<16}" + "".join(
             f"{'inf' if v is None else f'{v:.4g}':>11}" for v in values))
@@ -217,6 +246,9 @@ def evaluate(cfg: DictConfig) -> dict:
 
     values, (truth, tf, ar) = rollout_metrics(model, sequences, datamodule.mean_frame(),
                                               horizon, r.context, r.batch_size)
+    sensitivity = sensitivity_to_actions(model, sequences, horizon, r.context, r.batch_size)
+    if sensitivity is not None:  # a strategy of its own in the CSV and the summary
+        values["action_sensitivity"] = {"psnr_gain": sensitivity}
     table = per_step_table(values)
     write_csv(out_dir / "rollout_metrics.csv", table)
     plots.rollout_grid(truth, tf, ar, plots.grid_steps(horizon)).save(out_dir / "rollout_grid.png")
@@ -243,6 +275,7 @@ def evaluate(cfg: DictConfig) -> dict:
     print(f"{len(sequences)} {cfg.split} sequences, {horizon} steps, context {r.context}:")
     print(format_summary(summary["metrics"], horizon))
     print(format_worse(worse, horizon))
+    print(format_sensitivity(summary["metrics"].get("action_sensitivity")))
     print(f"summary: {out_dir / 'summary.json'}  per-step metrics: rollout_metrics.csv  "
           f"pictures: rollout_grid.png, rollout.gif, rollout_loss.png"
           f"{', frames/' if r.save_frames else ''}  (all in {out_dir})")

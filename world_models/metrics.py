@@ -98,6 +98,11 @@ def per_step_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torc
     return {name: values.view(B, T) for name, values in per_frame.items()}
 
 
+def psnr_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR of every frame, as per_step_metrics scores it: [B, T, 3, H, W] each -> [B, T]."""
+    return per_step_metrics(pred, target)["psnr"]
+
+
 def copy_last_prediction(frames: torch.Tensor, context: int | None = None) -> torch.Tensor:
     """Predict every frame 1..T as the last true frame the predictor was given.
 

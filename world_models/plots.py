@@ -110,6 +110,8 @@ def loss_curve(path, table: list[dict], context: int | None = None) -> None:
     lows, highs = [], []
     for strategy in dict.fromkeys(row["strategy"] for row in table):
         rows = [r for r in table if r["strategy"] == strategy and r["metric"] == "mse"]
+        if not rows:  # a strategy without an MSE (action_sensitivity)
+            continue
         steps = np.array([r["step"] for r in rows])
         mean = np.array([r["mean"] for r in rows])
         std = np.array([r["std"] for r in rows])

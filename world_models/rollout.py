@@ -11,7 +11,12 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from world_models.metrics import copy_last_prediction, mean_frame_prediction, per_step_metrics
+from world_models.metrics import (
+    copy_last_prediction,
+    mean_frame_prediction,
+    per_step_metrics,
+    psnr_per_frame,
+)
 from world_models.models.sampling import unroll
 
 
@@ -93,3 +98,16 @@ def dream_step(model: nn.Module, frame: torch.Tensor, action: torch.Tensor, stat
         next_frame, state = model(frame.clamp(0.0, 1.0)[:, None].to(device),
                                   action[:, None].to(device), state, **own)
     return next_frame[:, 0], state
+
+
+@torch.no_grad()
+def action_sensitivity(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,
+                       other_actions: torch.Tensor, context: int = 1) -> torch.Tensor:
+    """Does the model listen to its actions? Per step, the PSNR of its open-loop rollout under
+    the true actions minus under `other_actions` (another episode's), from the same true
+    frames: frames [B, T+1, 3, H, W], actions and other_actions [B, T, A] -> [B, T] in dB.
+    Positive: the true actions explain the future better; 0: the actions are ignored."""
+    truth = frames[:, 1:].cpu()  # [B, T, 3, H, W]
+    true_run = autoregressive(model, frames, actions, context).cpu()
+    other_run = autoregressive(model, frames, other_actions, context).cpu()
+    return psnr_per_frame(true_run, truth) - psnr_per_frame(other_run, truth)

@@ -100,9 +100,18 @@ def verdicts(seeds: list[dict]) -> dict[str, tuple[bool, str]]:
                                                                  f"{ratio:.3f}x")}
 
 
+def sensitivity(seeds: list[dict]) -> float | None:
+    """Mean over steps and seeds of the PSNR gain under the true actions (evaluate.py)."""
+    gains = [r["summary"]["metrics"].get("action_sensitivity", {}).get("psnr_gain", {})
+             .get("mean_over_steps") for r in seeds]
+    gains = [g for g in gains if g is not None]
+    return float(np.mean(gains)) if gains else None
+
+
 def results_table(runs: dict[str, list[dict]]) -> list[str]:
     head = ["variant", "test MSE", "/ copy-last", "frames/s", "fit s",
-            *(f"AR MSE @{s}" for s in QUOTED_STEPS), "SSIM @50", "road IoU @50", "sharpness @50"]
+            *(f"AR MSE @{s}" for s in QUOTED_STEPS), "SSIM @50", "road IoU @50", "sharpness @50",
+            "action sens. dB"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
 
     def at(seeds, metric, step, strategy="autoregressive"):
@@ -118,7 +127,7 @@ def results_table(runs: dict[str, list[dict]]) -> list[str]:
                  fmt(np.mean([r["fit_seconds"] for r in res]), ".0f"),
                  *(fmt(at(seeds, "mse", s), ".4f") for s in QUOTED_STEPS),
                  fmt(at(seeds, "ssim", 50), ".3f"), fmt(at(seeds, "road_iou", 50), ".3f"),
-                 fmt(at(seeds, "sharpness", 50), ".2f")]
+                 fmt(at(seeds, "sharpness", 50), ".2f"), fmt(sensitivity(seeds), "+.2f")]
         lines.append("| " + " | ".join(cells) + " |")
     first = next(iter(runs.values()))
     for strategy, label in (("copy_last", "copy the first frame"),
@@ -127,7 +136,7 @@ def results_table(runs: dict[str, list[dict]]) -> list[str]:
                                           for s in QUOTED_STEPS),
                  fmt(at(first, "ssim", 50, strategy), ".3f"),
                  fmt(at(first, "road_iou", 50, strategy), ".3f"),
-                 fmt(at(first, "sharpness", 50, strategy), ".2f")]
+                 fmt(at(first, "sharpness", 50, strategy), ".2f"), ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -184,7 +193,9 @@ def write(name: str, study: dict, runs: dict[str, list[dict]], out: Path, info: 
           "Test MSE: one-step (teacher-forced) over the test windows; AR: the open-loop rollout, "
           "mean over test episodes and seeds. Road IoU: the road pixels of a prediction against "
           "the truth's; sharpness: the prediction's squared spatial gradients over the truth's "
-          "(1 = as detailed).", "",
+          "(1 = as detailed); action sens.: the rollout's PSNR under the true actions minus "
+          "under another test episode's, averaged over the steps (0: the actions are ignored).",
+          "",
           "## Goals", ""]
     for variant, seeds in runs.items():
         md.append(f"**{variant}**")
