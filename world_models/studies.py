@@ -102,7 +102,7 @@ def verdicts(seeds: list[dict]) -> dict[str, tuple[bool, str]]:
 
 def sensitivity(seeds: list[dict]) -> float | None:
     """Mean over steps and seeds of the PSNR gain under the true actions (evaluate.py)."""
-    gains = [r["summary"]["metrics"].get("action_sensitivity", {}).get("psnr_gain", {})
+    gains = [r["summary"].get("metrics", {}).get("action_sensitivity", {}).get("psnr_gain", {})
              .get("mean_over_steps") for r in seeds]
     gains = [g for g in gains if g is not None]
     return float(np.mean(gains)) if gains else None
