@@ -9,6 +9,9 @@ Two ways, both with gradients:
   probability of feeding the true frame at a global step; ``scheduled_rollout`` runs a window
   step by step and, per sequence and step, feeds the true frame with that probability and the
   model's previous prediction otherwise.
+
+``own_steps_features`` is what a model told of its own steps (``model.own_steps_input``) reads;
+``check_open_loop`` and ``check_schedule`` refuse settings that cannot work, naming the key.
 """
 
 from __future__ import annotations
@@ -120,3 +123,53 @@ def unroll(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor, contex
         next_frames, state = model(frame, actions[:, t : t + 1], state, **own)
         predictions.append(next_frames)
     return torch.cat(predictions, dim=1)  # [B, T, 3, H, W]
+
+
+OWN_STEP_FEATURES = 2
+
+
+def own_steps_features(own_steps: int, actions: torch.Tensor) -> torch.Tensor:
+    """[B, T, 2] for every step: whether the input frame is the model's own prediction, and
+    log(1 + own_steps) / 5 (about 1 at 150 steps), so that the model can be sharp on true
+    frames and fall back on what it expects where its own picture has lost the world."""
+    value = torch.tensor([float(own_steps > 0), math.log1p(own_steps) / 5.0],
+                         dtype=actions.dtype, device=actions.device)
+    return value.expand(*actions.shape[:-1], OWN_STEP_FEATURES)
+
+
+OPEN_LOOP_KEYS = ("horizon", "context", "warmup", "warmup_window", "ramp", "tf_weight",
+                  "detach")
+
+
+def check_open_loop(settings: dict, schedule: dict, protocol: str) -> None:
+    """Refuse open-loop training settings that cannot work, naming the key."""
+    prefix = "train.open_loop"
+    unknown = sorted(set(settings) - set(OPEN_LOOP_KEYS))
+    if unknown:
+        raise UserError(f"{prefix}.{unknown[0]}: unknown key; expected "
+                        f"{', '.join(OPEN_LOOP_KEYS)}")
+    horizon = settings.get("horizon", 0)
+    if not isinstance(horizon, int) or horizon < 0:
+        raise UserError(f"{prefix}.horizon: expected an integer >= 0 (0 = off), got {horizon}")
+    if not horizon:
+        return
+    context = settings.get("context", 1)
+    if not isinstance(context, int) or context < 1:
+        raise UserError(f"{prefix}.context: expected an integer >= 1, got {context}")
+    for key in ("warmup", "ramp"):
+        value = settings.get(key, 0.0)
+        if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise UserError(f"{prefix}.{key}: expected a fraction of the run in [0, 1], "
+                            f"got {value}")
+    window = settings.get("warmup_window", 10)
+    if not isinstance(window, int) or window < 2:
+        raise UserError(f"{prefix}.warmup_window: expected an integer >= 2, got {window}")
+    tf_weight = settings.get("tf_weight", 0.0)
+    if not isinstance(tf_weight, int | float) or tf_weight < 0:
+        raise UserError(f"{prefix}.tf_weight: expected >= 0, got {tf_weight}")
+    if protocol != "bptt":
+        raise UserError(f"{prefix}.horizon: needs train.protocol=bptt, got {protocol}")
+    if schedule.get("schedule", "none") != "none":
+        raise UserError(f"{prefix}.horizon: replaces scheduled sampling; set "
+                        f"train.scheduled_sampling.schedule=none (got "
+                        f"'{schedule['schedule']}')")

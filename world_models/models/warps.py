@@ -10,7 +10,9 @@ so a warp of the current frame says most of what changes in a few numbers (as in
 ``affine`` predicts the 6 numbers of an affine map (rotation, shift, zoom, shear); ``flow``
 predicts a coarse field of pixel displacements (2 x H/4 x W/4, upsampled). Both start as the
 identity, so an untrained warp model copies the last frame; the model's residual decoder then
-paints what no warp explains (new track at the edges, the indicator bar).
+paints what no warp explains (new track at the edges, the indicator bar). ``KeepGate``
+(``model.gate``) says per pixel how much of the warped frame to keep, for rollouts that must
+forget what they can no longer know.
 """
 
 from __future__ import annotations
@@ -64,6 +66,30 @@ class FlowWarp(nn.Module):
         flow = F.interpolate(flow, size=self.frame_shape[1:], mode="bilinear", align_corners=False)
         grid = self.identity + flow.permute(0, 2, 3, 1)  # [BT, H, W, 2]
         return _resample(frames.flatten(0, 1), grid).unflatten(0, (B, T))
+
+
+class KeepGate(nn.Module):
+    """How much of the carried (warped) frame each pixel keeps, in (0, 1): a linear head from the
+    core's state. It starts at 0.99 everywhere, nearly copy-last; where the model cannot know
+    what comes into view it learns to forget. With ``fill``, what it forgets is replaced by a
+    learned frame (the "unknown road" to expect; it starts black and learns fast, since its
+    gradient is direct); without, the painted part alone says what to expect there."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int,
+                 fill: bool = False) -> None:
+        super().__init__()
+        self.frame_shape = tuple(frame_shape)
+        self.head = nn.Linear(hidden_size, frame_shape[1] * frame_shape[2])
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
+        self.fill = nn.Parameter(torch.zeros(self.frame_shape)) if fill else None
+
+    def forward(self, hidden: torch.Tensor, carried: torch.Tensor) -> torch.Tensor:
+        """hidden [B, T, Hd], carried [B, T, 3, H, W] -> the gated frame [B, T, 3, H, W]."""
+        keep = torch.sigmoid(self.head(hidden)).unflatten(-1, (1, *self.frame_shape[1:]))
+        if self.fill is None:
+            return keep * carried  # keep [B, T, 1, H, W]
+        return keep * carried + (1 - keep) * self.fill
 
 
 WARPS: dict[str, type[nn.Module] | None] = {"none": None, "affine": AffineWarp, "flow": FlowWarp}

@@ -7,24 +7,25 @@ change), a warp (next = the current frame moved by a predicted warp + change), a
 scheduled sampling and input noise in training.
 """
 
-import math
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from world_models.errors import UserError
 from world_models.models.cores import CORES, build_core
 from world_models.models.frames import FRAME_CODECS, build_frame_codec
 from world_models.models.losses import fast_ssim
 from world_models.models.sampling import (
+    OWN_STEP_FEATURES,
+    check_open_loop,
     check_schedule,
+    own_steps_features,
     scheduled_rollout,
     true_frame_probability,
     unroll,
 )
-from world_models.models.warps import WARPS, build_warp
+from world_models.models.warps import WARPS, KeepGate, build_warp
 
 PROTOCOLS = ("bptt", "per_step")
 SSIM_STRIDE = 4
@@ -32,42 +33,6 @@ SSIM_STRIDE = 4
 
 class NonFiniteLossError(UserError):
     """Training diverged; the message names the step."""
-
-
-OWN_STEP_FEATURES = 2
-
-
-def own_steps_features(own_steps: int, actions: torch.Tensor) -> torch.Tensor:
-    """[B, T, 2] for every step: whether the input frame is the model's own prediction, and
-    log(1 + own_steps) / 5 (about 1 at 150 steps), so that the model can be sharp on true
-    frames and fall back on what it expects where its own picture has lost the world."""
-    value = torch.tensor([float(own_steps > 0), math.log1p(own_steps) / 5.0],
-                         dtype=actions.dtype, device=actions.device)
-    return value.expand(*actions.shape[:-1], OWN_STEP_FEATURES)
-
-
-class KeepGate(nn.Module):
-    """How much of the carried (warped) frame each pixel keeps, in (0, 1): a linear head from the
-    core's state. It starts at 0.99 everywhere, nearly copy-last; where the model cannot know
-    what comes into view it learns to forget. With ``fill``, what it forgets is replaced by a
-    learned frame (the "unknown road" to expect; it starts black and learns fast, since its
-    gradient is direct); without, the painted part alone says what to expect there."""
-
-    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int,
-                 fill: bool = False) -> None:
-        super().__init__()
-        self.frame_shape = tuple(frame_shape)
-        self.head = nn.Linear(hidden_size, frame_shape[1] * frame_shape[2])
-        nn.init.zeros_(self.head.weight)
-        nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
-        self.fill = nn.Parameter(torch.zeros(self.frame_shape)) if fill else None
-
-    def forward(self, hidden: torch.Tensor, carried: torch.Tensor) -> torch.Tensor:
-        """hidden [B, T, Hd], carried [B, T, 3, H, W] -> the gated frame [B, T, 3, H, W]."""
-        keep = torch.sigmoid(self.head(hidden)).unflatten(-1, (1, *self.frame_shape[1:]))
-        if self.fill is None:
-            return keep * carried  # keep [B, T, 1, H, W]
-        return keep * carried + (1 - keep) * self.fill
 
 
 class WorldModel(L.LightningModule):
@@ -331,41 +296,3 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
         raise UserError("train.scheduled_sampling.schedule: needs train.protocol=bptt "
                         f"(per_step feeds one true frame per optimizer step), "
                         f"got '{schedule['schedule']}' with per_step")
-
-
-OPEN_LOOP_KEYS = ("horizon", "context", "warmup", "warmup_window", "ramp", "tf_weight",
-                  "detach")
-
-
-def check_open_loop(settings: dict, schedule: dict, protocol: str) -> None:
-    """Refuse open-loop training settings that cannot work, naming the key."""
-    prefix = "train.open_loop"
-    unknown = sorted(set(settings) - set(OPEN_LOOP_KEYS))
-    if unknown:
-        raise UserError(f"{prefix}.{unknown[0]}: unknown key; expected "
-                        f"{', '.join(OPEN_LOOP_KEYS)}")
-    horizon = settings.get("horizon", 0)
-    if not isinstance(horizon, int) or horizon < 0:
-        raise UserError(f"{prefix}.horizon: expected an integer >= 0 (0 = off), got {horizon}")
-    if not horizon:
-        return
-    context = settings.get("context", 1)
-    if not isinstance(context, int) or context < 1:
-        raise UserError(f"{prefix}.context: expected an integer >= 1, got {context}")
-    for key in ("warmup", "ramp"):
-        value = settings.get(key, 0.0)
-        if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            raise UserError(f"{prefix}.{key}: expected a fraction of the run in [0, 1], "
-                            f"got {value}")
-    window = settings.get("warmup_window", 10)
-    if not isinstance(window, int) or window < 2:
-        raise UserError(f"{prefix}.warmup_window: expected an integer >= 2, got {window}")
-    tf_weight = settings.get("tf_weight", 0.0)
-    if not isinstance(tf_weight, int | float) or tf_weight < 0:
-        raise UserError(f"{prefix}.tf_weight: expected >= 0, got {tf_weight}")
-    if protocol != "bptt":
-        raise UserError(f"{prefix}.horizon: needs train.protocol=bptt, got {protocol}")
-    if schedule.get("schedule", "none") != "none":
-        raise UserError(f"{prefix}.horizon: replaces scheduled sampling; set "
-                        f"train.scheduled_sampling.schedule=none (got "
-                        f"'{schedule['schedule']}')")
