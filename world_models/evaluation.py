@@ -147,10 +147,11 @@ def rollout_metrics(model, sequences, mean_frame, horizon: int, context: int, ba
     return values, first
 
 
-def sensitivity_to_actions(model, sequences, horizon: int, context: int,
-                           batch_size: int) -> torch.Tensor | None:
-    """[N, horizon] PSNR gain of each rollout under its own actions over the next episode's
-    (sequence i gets the actions of i + 1, the last those of the first); None for one episode."""
+def sensitivity_to_actions(model, sequences, horizon: int, context: int, batch_size: int,
+                           true_psnr: torch.Tensor) -> torch.Tensor | None:
+    """[N, horizon] PSNR gain of each rollout under its own actions (scored already:
+    true_psnr [N, horizon]) over the next episode's (sequence i gets the actions of i + 1, the
+    last those of the first); None for one episode."""
     if len(sequences) < 2:
         return None
     actions = [s["actions"][:horizon] for s in sequences]
@@ -160,7 +161,8 @@ def sensitivity_to_actions(model, sequences, horizon: int, context: int,
         stop = start + batch_size
         frames = torch.stack([s["frames"][: horizon + 1] for s in sequences[start:stop]])
         gains.append(action_sensitivity(model, frames, torch.stack(actions[start:stop]),
-                                        torch.stack(others[start:stop]), context))
+                                        torch.stack(others[start:stop]), context,
+                                        true_psnr=true_psnr[start:stop].float()))
     return torch.cat(gains)
 
 
@@ -246,7 +248,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
     values, (truth, tf, ar) = rollout_metrics(model, sequences, datamodule.mean_frame(),
                                               horizon, r.context, r.batch_size)
-    sensitivity = sensitivity_to_actions(model, sequences, horizon, r.context, r.batch_size)
+    sensitivity = sensitivity_to_actions(model, sequences, horizon, r.context, r.batch_size,
+                                         values["autoregressive"]["psnr"])
     if sensitivity is not None:  # a strategy of its own in the CSV and the summary
         values["action_sensitivity"] = {"psnr_gain": sensitivity}
     table = per_step_table(values)

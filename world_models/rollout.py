@@ -102,12 +102,15 @@ def dream_step(model: nn.Module, frame: torch.Tensor, action: torch.Tensor, stat
 
 @torch.no_grad()
 def action_sensitivity(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,
-                       other_actions: torch.Tensor, context: int = 1) -> torch.Tensor:
+                       other_actions: torch.Tensor, context: int = 1,
+                       true_psnr: torch.Tensor | None = None) -> torch.Tensor:
     """Does the model listen to its actions? Per step, the PSNR of its open-loop rollout under
     the true actions minus under `other_actions` (another episode's), from the same true
     frames: frames [B, T+1, 3, H, W], actions and other_actions [B, T, A] -> [B, T] in dB.
-    Positive: the true actions explain the future better; 0: the actions are ignored."""
+    Positive: the true actions explain the future better; 0: the actions are ignored.
+    true_psnr [B, T]: the true-action rollout's PSNR if already scored (not rolled out again)."""
     truth = frames[:, 1:].cpu()  # [B, T, 3, H, W]
-    true_run = autoregressive(model, frames, actions, context).cpu()
+    if true_psnr is None:
+        true_psnr = psnr_per_frame(autoregressive(model, frames, actions, context).cpu(), truth)
     other_run = autoregressive(model, frames, other_actions, context).cpu()
-    return psnr_per_frame(true_run, truth) - psnr_per_frame(other_run, truth)
+    return true_psnr - psnr_per_frame(other_run, truth)
