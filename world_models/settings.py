@@ -26,6 +26,7 @@ TYPES = {
     "model.lr": FLOAT,
     "model.l1_weight": FLOAT,
     "model.ssim_weight": FLOAT,
+    "model.fade_lr_scale": FLOAT,
     "train.open_loop.horizon": INT,
     "train.open_loop.context": INT,
     "train.open_loop.warmup": FLOAT,

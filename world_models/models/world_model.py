@@ -25,7 +25,7 @@ from world_models.models.sampling import (
     true_frame_probability,
     unroll,
 )
-from world_models.models.warps import WARPS, KeepGate, build_warp
+from world_models.models.warps import WARPS, Fade, KeepGate, build_warp
 
 PROTOCOLS = ("bptt", "per_step")
 SSIM_STRIDE = 4
@@ -55,6 +55,8 @@ class WorldModel(L.LightningModule):
         ssim_weight: float = 0.0,
         own_steps_input: bool = False,
         fill: bool = False,
+        fade: bool = False,
+        fade_lr_scale: float = 1.0,
     ):
         super().__init__()
         scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
@@ -62,7 +64,7 @@ class WorldModel(L.LightningModule):
         check_hparams(core, hidden_size, lr, protocol, encoder=encoder, frame_shape=frame_shape,
                       warp=warp, l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
                       input_noise=input_noise, gate=gate, residual=residual, open_loop=open_loop,
-                      ssim_weight=ssim_weight, fill=fill)
+                      ssim_weight=ssim_weight, fill=fill, fade_lr_scale=fade_lr_scale)
         # Only plain values are saved, so load_from_checkpoint rebuilds the core.
         self.save_hyperparameters()
         self.frame_shape = tuple(frame_shape)
@@ -70,9 +72,10 @@ class WorldModel(L.LightningModule):
         extra = OWN_STEP_FEATURES if own_steps_input else 0
         self.core = build_core(core, self.encoder.output_size + action_size + extra, hidden_size)
         # rollouts (sampling.unroll) pass own_steps to a model that says it reads them
-        self.counts_own_steps = own_steps_input
+        self.counts_own_steps = own_steps_input or fade
         self.warp = build_warp(warp, self.frame_shape, hidden_size)
         self.gate = KeepGate(self.frame_shape, hidden_size, fill) if gate else None
+        self.fade = Fade(self.frame_shape, hidden_size, OWN_STEP_FEATURES) if fade else None
         if residual or self.warp is not None:  # an untrained residual model copies the last frame
             self.decoder.zero_output_()
         # per_step reproduces the course's loop: an optimizer step after every time step.
@@ -97,6 +100,8 @@ class WorldModel(L.LightningModule):
             if self.gate is not None:  # where the model forgets, the fill and paint are all
                 carried = self.gate(features, carried)
             next_frames = carried + next_frames
+        if self.fade is not None:
+            next_frames = self.fade(features, own_steps_features(own_steps, actions), next_frames)
         return next_frames, state
 
     def window_loss(self, batch) -> torch.Tensor:
@@ -247,7 +252,16 @@ class WorldModel(L.LightningModule):
                  batch_size=len(batch["frames"]))
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        lr = self.hparams.lr
+        if self.fade is None:
+            return torch.optim.Adam(self.parameters(), lr=lr)
+        # At 3e-4, Adam moves a logit by 3e-4 a step: from trusting (0.99) to the ~0.3 a 30-step
+        # rollout wants is 5 units, 17,000 steps. model.fade_lr_scale lets the fade keep up.
+        faded = {id(p) for p in self.fade.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in faded]
+        return torch.optim.Adam([{"params": rest},
+                                 {"params": list(self.fade.parameters()),
+                                  "lr": lr * self.hparams.get("fade_lr_scale", 1.0)}], lr=lr)
 
 
 def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
@@ -255,7 +269,7 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
                   l1_weight: float = 0.0, scheduled_sampling: dict | None = None,
                   input_noise: float = 0.0, gate: bool = False, residual: bool = False,
                   open_loop: dict | None = None, ssim_weight: float = 0.0,
-                  fill: bool = False) -> None:
+                  fill: bool = False, fade_lr_scale: float = 1.0) -> None:
     """Refuse impossible settings before anything is built, naming the key."""
     if core not in CORES:
         raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
@@ -281,6 +295,8 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
         raise UserError(f"model.l1_weight: expected >= 0, got {l1_weight}")
     if not ssim_weight >= 0:
         raise UserError(f"model.ssim_weight: expected >= 0, got {ssim_weight}")
+    if not fade_lr_scale > 0:
+        raise UserError(f"model.fade_lr_scale: expected > 0, got {fade_lr_scale}")
     if not input_noise >= 0:
         raise UserError(f"train.input_noise: expected >= 0, got {input_noise}")
     if gate and warp == "none" and not residual:
