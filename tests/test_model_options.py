@@ -281,18 +281,18 @@ def test_cli_run_with_every_option(run_cli, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    # the open-loop study's winner, trained on its own rollouts of 100 steps
-    ([], ("builtin", "flow", True, "bptt", "none", 100, 101, 8)),
+    # the open-loop study's winner: the fade, trained on its own rollouts of 50 steps
+    ([], ("builtin", "flow", True, "bptt", "none", 50, 51, 8)),
     (["experiment=task1"], ("builtin", "none", False, "per_step", "none", 0, None, 50)),
     (["experiment=task2"], ("scratch", "none", False, "per_step", "none", 0, None, 50)),
     (["experiment=flow_ss"], ("builtin", "flow", False, "bptt", "linear", 0, None, 30)),
-    (["model=scratch"], ("scratch", "none", False, "bptt", "none", 100, 101, 8)),
+    (["model=scratch"], ("scratch", "none", False, "bptt", "none", 50, 51, 8)),
 ])
 def test_default_config_is_the_winner_and_the_course_setups_stay(overrides, expected):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     schedule = cfg.train.scheduled_sampling.schedule
-    got = (cfg.model.core, cfg.model.warp, cfg.model.gate, cfg.train.protocol, schedule,
+    got = (cfg.model.core, cfg.model.warp, cfg.model.fade, cfg.train.protocol, schedule,
            cfg.train.open_loop.horizon, cfg.data.train_seq_len, cfg.trainer.max_epochs)
     assert got == expected
     check_config(cfg)  # and each is a valid setting

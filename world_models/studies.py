@@ -188,7 +188,8 @@ def write(name: str, study: dict, runs: dict[str, list[dict]], out: Path, info: 
           f"evaluate processes this study started itself (finished runs are skipped). Runs: "
           f"`{info['root']}/<variant>/seed<k>/`.", "",
           "## Variants", "",
-          *(f"- **{v}**: `{' '.join(words)}`" for v, words in study["variants"].items()), "",
+          *(f"- **{v}**: `{' '.join(words)}`" if words else f"- **{v}**: the defaults"
+            for v, words in study["variants"].items()), "",
           "## Results", "", *results_table(runs), "",
           "Test MSE: one-step (teacher-forced) over the test windows; AR: the open-loop rollout, "
           "mean over test episodes and seeds. Road IoU: the road pixels of a prediction against "
