@@ -4,7 +4,7 @@ import os
 
 import hydra
 
-from world_models.errors import exit_on_user_error, sweeper_records_failures
+from world_models.errors import exit_on_user_error, run_hydra_app, sweeper_records_failures
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
@@ -22,4 +22,4 @@ def main(cfg) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

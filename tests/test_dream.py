@@ -21,13 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ckpt(run_cli, tiny_data, tmp_path_factory):
+def ckpt(tiny_run):
     """A small model trained for one epoch on the tiny data (its run remembers data.dir)."""
-    run_dir = tmp_path_factory.mktemp("dream_model") / "run"
-    proc = run_cli("train.py", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
-                   "model.hidden_size=16", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir / "checkpoints" / "last.ckpt"
+    return tiny_run / "checkpoints" / "last.ckpt"
 
 
 class RecordActions(gym.Wrapper):

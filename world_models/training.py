@@ -1,5 +1,6 @@
 """Build every object from the composed config, fit, test, and write results.json."""
 
+import inspect
 import json
 import os
 import time
@@ -19,7 +20,7 @@ from world_models.errors import UserError
 from world_models.metrics import window_baselines
 from world_models.models.world_model import WorldModel, check_hparams
 from world_models.runs import resolve_ckpt_path
-from world_models.settings import check_types
+from world_models.settings import check_known, check_types
 
 
 class Throughput(Callback):
@@ -93,8 +94,21 @@ def check_checkpoint(path, model: WorldModel) -> None:
             )
 
 
+# WorldModel's arguments that train.py takes from data.* and train.*, not from model.*.
+NOT_MODEL_SETTINGS = ("self", "frame_shape", "protocol", "input_noise", "scheduled_sampling",
+                      "open_loop")
+
+
+def model_settings() -> list[str]:
+    """The keys model.* may hold: WorldModel's arguments, where the model's settings are
+    defined once (a checkpoint rebuilds the model from them)."""
+    return [name for name in inspect.signature(WorldModel.__init__).parameters
+            if name not in NOT_MODEL_SETTINGS]
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible settings before data is collected or anything is built."""
+    check_known(cfg.model, "model", model_settings())
     check_types(cfg)
     if int(cfg.trainer.max_epochs) < 1:
         raise UserError(f"trainer.max_epochs: expected >= 1, got {cfg.trainer.max_epochs}")
