@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, cli_env, run_cli
+from tests.helpers import ROOT, cli_env, compose_config, run_cli
 from world_models.data.card import dataset_card
-from world_models.data.collection import CollectSpec, collect, downsample
+from world_models.data.collection import CollectSpec, collect, collect_from_config, downsample
 from world_models.data.episodes import episode_files, read_episode, write_episode
 from world_models.errors import UserError
 
@@ -191,7 +191,6 @@ def test_card_counts_motion(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("policy=nope", "Could not find 'policy/nope'"),
         ("policy.name=nope", "policy.name: unknown policy 'nope'; available: brownian, uniform"),
         ("data.resolution=40", "data.resolution: expected a divisor of 96"),
         ("collect.env=nope", "collect.env: expected one of 'fast', 'stock'"),
@@ -201,11 +200,25 @@ def test_card_counts_motion(tmp_path):
         ("data.episode_steps=1.5", "data.episode_steps: expected an integer, got '1.5'"),
     ],
 )
+def test_bad_collect_settings_are_refused_naming_the_key(tmp_path, override, message):
+    """The real collect.yaml composed in this process; nothing is collected."""
+    cfg = compose_config("collect", *TINY, f"data.dir={tmp_path / 'd'}", override)
+    with pytest.raises(UserError) as err:
+        collect_from_config(cfg, progress=False)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not list(tmp_path.rglob("*.npz"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("policy=nope", "error: In 'collect': Could not find 'policy/nope'; Available options in "
+                    "'policy': brownian, uniform"),
+    ("seed=abc", "error: seed: expected an integer, got 'abc'"),
+])
 def test_bad_collect_settings_exit_with_one_line(tmp_path, override, message):
     result = run_cli("-m", "world_models.collect", *TINY, f"data.dir={tmp_path / 'd'}", override,
-                  f"hydra.run.dir={tmp_path / 'log'}")
-    assert result.returncode != 0
-    assert message in result.stderr
+                     f"hydra.run.dir={tmp_path / 'log'}")
+    assert result.returncode == 2
+    assert [ln for ln in result.stderr.splitlines() if ln.strip()] == [message]
     assert "Traceback" not in result.stderr + result.stdout
 
 
