@@ -12,6 +12,9 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg) -> float | None:
+    from world_models.settings import check_types
+
+    check_types(cfg)  # a mistyped number is refused before torch and Lightning are imported
     from world_models.training import train
     from world_models.tuning import check_objective, objective_value
 
