@@ -28,6 +28,7 @@ def fake_run(run_dir, test_mse, val_mse, ar150, seed=0):
                    "ssim": {"step_50": 0.5}} for s, v in ar.items()}
     data = {"dir": "d", "batch_size": 4, "seq_len": 5, "num_episodes": 5, "episode_steps": 30,
             "split": [0.6, 0.2, 0.2]}
+    metrics["action_sensitivity"] = {"psnr_gain": {"mean_over_steps": 0.5 + seed}}
     summary = {"metrics": metrics, "sequences": 2, "horizon": 150, "context": 1, "data": data}
     (run_dir / "results.json").write_text(json.dumps(results))
     (run_dir / "evaluate" / "summary.json").write_text(json.dumps(summary))
@@ -97,7 +98,9 @@ def test_comparison_table_and_goals_come_from_the_files(tmp_path):
     assert rows["residual"][:5] == [
         "1,000", "10 ± 1", "500", "0.00055 ± 7.07e-05",
         f"{statistics.fmean(tests):.3g} ± {statistics.stdev(tests):.3g}"]
-    assert rows["copy-last"] == [*["n/a"] * 4, "0.001", "1.00", "0.01", "0.02", "0.02", "0.500"]
+    assert rows["copy-last"] == [*["n/a"] * 4, "0.001", "1.00", "0.01", "0.02", "0.02", "0.500",
+                                 "n/a"]
+    assert rows["residual"][-1] == "+1.00 ± 0.71"  # action sensitivity, seeds 0.5 and 1.5 dB
     goals = [line for line in markdown.splitlines() if line.startswith("- **")]
     assert goals[0].startswith("- **MET**: one-step") and "residual 0.45x" in goals[0]
     assert goals[1].startswith("- **MET**: AR MSE at step 150") and \

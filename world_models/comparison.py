@@ -25,7 +25,8 @@ from world_models.report import fmt, machine  # noqa: E402
 AR_STEPS = (10, 50, 150)
 COLUMNS = {"parameters": ",.0f", "fit s": ".0f", "frames/s": ".0f", "val MSE": ".3g",
            "test MSE": ".3g", "ratio to copy-last": ".2f",
-           **{f"AR MSE @{s}": ".3g" for s in AR_STEPS}, "SSIM @50": ".3f"}
+           **{f"AR MSE @{s}": ".3g" for s in AR_STEPS}, "SSIM @50": ".3f",
+           "action sens. dB": "+.2f"}
 BASELINES = {"copy_last": "copy-last", "mean_frame": "mean-frame"}
 
 
@@ -50,7 +51,10 @@ def values(run: dict, strategy: str = "autoregressive") -> dict:
             "val MSE": res["best_val_mse"] if model else None,
             "test MSE": test, "ratio to copy-last": test / copy_last if copy_last else None,
             **{f"AR MSE @{s}": metrics["mse"].get(f"step_{s}") for s in AR_STEPS},
-            "SSIM @50": metrics["ssim"].get("step_50")}
+            "SSIM @50": metrics["ssim"].get("step_50"),
+            # the rollout's PSNR under its own actions minus another episode's (evaluate.py)
+            "action sens. dB": run["summary"]["metrics"].get("action_sensitivity", {}).get(
+                "psnr_gain", {}).get("mean_over_steps") if model else None}
 
 
 def stats(runs: list[dict], strategy: str = "autoregressive") -> dict[str, tuple]:
@@ -65,7 +69,7 @@ def stats(runs: list[dict], strategy: str = "autoregressive") -> dict[str, tuple
 
 def cell(mean_std: tuple, spec: str) -> str:
     mean, std = mean_std
-    return fmt(mean, spec) + (f" ± {fmt(std, spec.lstrip(','))}" if std else "")
+    return fmt(mean, spec) + (f" ± {fmt(std, spec.lstrip(',+'))}" if std else "")
 
 
 def table(rows: dict[str, dict]) -> list[str]:
