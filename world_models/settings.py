@@ -26,6 +26,9 @@ TYPES = {
     "model.lr": FLOAT,
     "model.l1_weight": FLOAT,
     "model.ssim_weight": FLOAT,
+    "model.latent_size": INT,
+    "model.kl_weight": FLOAT,
+    "model.kl_warmup": FLOAT,
     "train.open_loop.horizon": INT,
     "train.open_loop.context": INT,
     "train.open_loop.warmup": FLOAT,
@@ -40,6 +43,8 @@ TYPES = {
     "rollout.horizon": INT,
     "rollout.context": INT,
     "rollout.batch_size": INT,
+    "rollout.samples": INT,
+    "rollout.seed": INT,
 }
 
 

@@ -13,21 +13,20 @@ import torch
 import torch.nn.functional as F
 
 from world_models.errors import UserError
-from world_models.models.cores import CORES, build_core
-from world_models.models.frames import FRAME_CODECS, build_frame_codec
+from world_models.models.checks import check_hparams
+from world_models.models.cores import build_core
+from world_models.models.frames import build_frame_codec
+from world_models.models.latent import GaussianLatent, check_latent, kl_weight_now, mean_kl
 from world_models.models.losses import fast_ssim
 from world_models.models.sampling import (
     OWN_STEP_FEATURES,
-    check_open_loop,
-    check_schedule,
     own_steps_features,
     scheduled_rollout,
     true_frame_probability,
     unroll,
 )
-from world_models.models.warps import WARPS, KeepGate, build_warp
+from world_models.models.warps import KeepGate, build_warp
 
-PROTOCOLS = ("bptt", "per_step")
 SSIM_STRIDE = 4
 
 
@@ -55,6 +54,10 @@ class WorldModel(L.LightningModule):
         ssim_weight: float = 0.0,
         own_steps_input: bool = False,
         fill: bool = False,
+        latent: str = "none",
+        latent_size: int = 16,
+        kl_weight: float = 1e-4,
+        kl_warmup: float = 0.0,
     ):
         super().__init__()
         scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
@@ -63,6 +66,7 @@ class WorldModel(L.LightningModule):
                       warp=warp, l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
                       input_noise=input_noise, gate=gate, residual=residual, open_loop=open_loop,
                       ssim_weight=ssim_weight, fill=fill)
+        check_latent(latent, latent_size, kl_weight, kl_warmup, protocol)
         # Only plain values are saved, so load_from_checkpoint rebuilds the core.
         self.save_hyperparameters()
         self.frame_shape = tuple(frame_shape)
@@ -73,23 +77,31 @@ class WorldModel(L.LightningModule):
         self.counts_own_steps = own_steps_input
         self.warp = build_warp(warp, self.frame_shape, hidden_size)
         self.gate = KeepGate(self.frame_shape, hidden_size, fill) if gate else None
+        self.latent = (GaussianLatent(hidden_size, self.encoder.output_size, latent_size)
+                       if latent == "gaussian" else None)  # models/latent.py
         if residual or self.warp is not None:  # an untrained residual model copies the last frame
             self.decoder.zero_output_()
         # per_step reproduces the course's loop: an optimizer step after every time step.
         self.automatic_optimization = protocol == "bptt"
         self._rng, self._rng_state = None, None  # see training_generator()
 
-    def forward(self, frames, actions, state=None, own_steps: int = 0):
+    def forward(self, frames, actions, state=None, own_steps: int = 0, targets=None,
+                noise: torch.Generator | None = None):
         """frames [B, T, 3, H, W], actions [B, T, A] -> next frames [B, T, 3, H, W], state.
 
         own_steps: how many steps the model has been feeding on its own predictions when it
         sees these frames (0: true frames); read with model.own_steps_input, else ignored.
+        targets (the true next frames, training) and noise (a generator to sample with): read
+        by a model with a latent (GaussianLatent.forward says which z they select).
         """
         parts = [self.encoder(frames), actions]  # [B, T, F], [B, T, A]
         if self.hparams.get("own_steps_input"):
             parts.append(own_steps_features(own_steps, actions))
         inputs = torch.cat(parts, dim=-1)  # [B, T, F + A (+ 2)]
         features, state = self.core(inputs, state)  # [B, T, hidden]
+        if self.latent is not None:
+            encoded = None if targets is None else self.encoder(targets)  # [B, T, F]
+            features = self.latent(features, encoded, noise)
         next_frames = self.decoder(features)  # [B, T, 3, H, W]
         # The change is added to the frame the model was given (noisy, in training), warped.
         if self.warp is not None or self.hparams.residual:
@@ -151,8 +163,12 @@ class WorldModel(L.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.hparams.protocol == "per_step":
             loss = self._per_step_update(batch)
-        else:
+        elif self.latent is None:
             loss = self._window_update(batch)
+        else:
+            with self.latent.recording() as kl_terms:
+                loss = self._window_update(batch)
+            loss = loss + self.kl_loss(kl_terms, len(batch["frames"]))
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"train/loss is {loss.item()} at global step {self.global_step} "
@@ -169,13 +185,32 @@ class WorldModel(L.LightningModule):
         if self.hparams.open_loop["horizon"]:
             return self._open_loop_loss(inputs, frames, actions)
         if self.hparams.scheduled_sampling["schedule"] == "none":
-            next_frames_pred, _ = self(inputs[:, :-1], actions[:, :-1])
+            next_frames_pred, _ = self(inputs[:, :-1], actions[:, :-1],
+                                       **self.posterior_inputs(frames[:, 1:]))
         else:
             prob = true_frame_probability(self.hparams.scheduled_sampling, self.global_step)
             self.log("train/teacher_forcing_prob", prob, on_step=True, on_epoch=False)
             next_frames_pred = scheduled_rollout(self, inputs, actions[:, :-1], prob,
-                                                 self.training_generator())
+                                                 self.training_generator(),
+                                                 **self.posterior_inputs(frames[:, 1:]))
         return self.objective(next_frames_pred, frames[:, 1:])
+
+    def posterior_inputs(self, next_frames) -> dict:
+        """What a latent model's forward needs to draw z from its posterior in training: the
+        true next frames and the training generator (so a resumed run draws the same)."""
+        if self.latent is None:
+            return {}
+        return {"targets": next_frames, "noise": self.training_generator()}
+
+    def kl_loss(self, kl_terms, batch_size: int) -> torch.Tensor:
+        """The KL term of a latent model: model.kl_weight, warmed up over model.kl_warmup of the
+        run, times the mean KL(q || p) per step (open-loop and teacher-forced steps alike)."""
+        kl = mean_kl(kl_terms).to(self.device)
+        weight = kl_weight_now(self.hparams.kl_weight, self.hparams.kl_warmup,
+                               self.run_progress())
+        self.log("train/kl", kl, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train/kl_weight", weight, on_step=True, on_epoch=False)
+        return weight * kl
 
     def run_progress(self) -> float:
         """The fraction of the run's optimizer steps taken, 0 outside a fit."""
@@ -209,16 +244,19 @@ class WorldModel(L.LightningModule):
                                   generator=self.training_generator()).item()
             window = slice(start, start + length)
             self.log("train/open_loop_horizon", 0.0, on_step=True, on_epoch=False)
-            next_frames_pred, _ = self(inputs[:, window][:, :-1], actions[:, window][:, :-1])
+            next_frames_pred, _ = self(inputs[:, window][:, :-1], actions[:, window][:, :-1],
+                                       **self.posterior_inputs(frames[:, window][:, 1:]))
             return self.objective(next_frames_pred, frames[:, window][:, 1:])
         steps = frames.shape[1] - 1
         horizon = min(horizon, steps - settings.get("context", 1))
         self.log("train/open_loop_horizon", float(horizon), on_step=True, on_epoch=False)
         predictions = unroll(self, inputs, actions[:, :-1], context=steps - horizon,
-                             detach=settings.get("detach", False))  # [B, T, 3, H, W]
+                             detach=settings.get("detach", False),
+                             **self.posterior_inputs(frames[:, 1:]))  # [B, T, 3, H, W]
         loss = self.objective(predictions, frames[:, 1:])
         if settings.get("tf_weight", 0.0):
-            teacher_forced, _ = self(inputs[:, :-1], actions[:, :-1])
+            teacher_forced, _ = self(inputs[:, :-1], actions[:, :-1],
+                                     **self.posterior_inputs(frames[:, 1:]))
             loss = loss + settings["tf_weight"] * self.objective(teacher_forced, frames[:, 1:])
         return loss
 
@@ -249,50 +287,3 @@ class WorldModel(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
-
-def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
-                  encoder: str = "flat", frame_shape=(3, 32, 32), warp: str = "none",
-                  l1_weight: float = 0.0, scheduled_sampling: dict | None = None,
-                  input_noise: float = 0.0, gate: bool = False, residual: bool = False,
-                  open_loop: dict | None = None, ssim_weight: float = 0.0,
-                  fill: bool = False) -> None:
-    """Refuse impossible settings before anything is built, naming the key."""
-    if core not in CORES:
-        raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
-    if hidden_size <= 0:
-        raise UserError(f"model.hidden_size: expected > 0, got {hidden_size}")
-    if core == "transformer" and hidden_size % 4:
-        raise UserError(f"model.hidden_size: the transformer's 4 heads need a multiple of 4, "
-                        f"got {hidden_size}")
-    if not lr > 0:
-        raise UserError(f"model.lr: expected > 0, got {lr}")
-    if protocol not in PROTOCOLS:
-        raise UserError(f"train.protocol: expected one of {', '.join(PROTOCOLS)}, got '{protocol}'")
-    if encoder not in FRAME_CODECS:
-        raise UserError(f"model.encoder: unknown encoder '{encoder}'; "
-                        f"available: {', '.join(sorted(FRAME_CODECS))}")
-    multiple = FRAME_CODECS[encoder][2]
-    if any(size % multiple for size in frame_shape[1:]):
-        raise UserError(f"model.encoder: '{encoder}' needs frame sides divisible by {multiple}, "
-                        f"got {list(frame_shape[1:])} (data.resolution)")
-    if warp not in WARPS:
-        raise UserError(f"model.warp: unknown warp '{warp}'; available: {', '.join(WARPS)}")
-    if not l1_weight >= 0:
-        raise UserError(f"model.l1_weight: expected >= 0, got {l1_weight}")
-    if not ssim_weight >= 0:
-        raise UserError(f"model.ssim_weight: expected >= 0, got {ssim_weight}")
-    if not input_noise >= 0:
-        raise UserError(f"train.input_noise: expected >= 0, got {input_noise}")
-    if gate and warp == "none" and not residual:
-        raise UserError("model.gate: gates the carried frame, so it needs model.warp=affine|flow "
-                        "or model.residual=true")
-    if fill and not gate:
-        raise UserError("model.fill: fills what the keep gate forgets, so it needs "
-                        "model.gate=true")
-    schedule = scheduled_sampling or {"schedule": "none"}
-    check_schedule(schedule)
-    check_open_loop(open_loop or {"horizon": 0}, schedule, protocol)
-    if protocol == "per_step" and schedule["schedule"] != "none":
-        raise UserError("train.scheduled_sampling.schedule: needs train.protocol=bptt "
-                        f"(per_step feeds one true frame per optimizer step), "
-                        f"got '{schedule['schedule']}' with per_step")
