@@ -240,8 +240,8 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup()
     check_fits(model, datamodule, cfg.ckpt)
-    if ensembles.note(model, cfg.rollout.samples):
-        print(ensembles.note(model, cfg.rollout.samples))
+    if note := ensembles.note(model, cfg.rollout.samples):
+        print(note)
     if cfg.split != "all":
         warn_if_split_differs(cfg.ckpt, cfg)
     r = cfg.rollout
