@@ -62,12 +62,31 @@ def test_make_dream_script_writes_the_gif_grid_and_summary(cli_env, ckpt, tmp_pa
     assert list(report["manoeuvres"]) == ["straight", "left", "right", "brake", "zigzag"]
     assert report["manoeuvres"]["left"]["steps"] == 12
     assert report["manoeuvres"]["zigzag"]["steps"] == 8
+    assert set(report["spread"]) == {"step_5"}  # steps 10, 25, 50 lie past the shortest (8)
+    assert "how far the model's manoeuvres part" in proc.stdout
     gif = Image.open(out / "dream.gif")
     assert gif.n_frames == 8  # the shortest manoeuvre
     gif.seek(0)
     assert gif.width > 5 * 128  # a column per manoeuvre, frames upscaled
     grid = Image.open(out / "dream_grid.png")
     assert grid.height > 10 * 128  # two rows per manoeuvre
+
+
+def test_spread_is_the_mean_pairwise_mse_of_the_manoeuvres_frames():
+    """Three manoeuvres whose simulator frames are 0, 0.1 and 0.3 everywhere at step 5: the
+    pairs' MSEs are 0.01, 0.09 and 0.04. The model paints one film for all: spread 0."""
+    from world_models.dream import format_spread, spread
+
+    def run(value):
+        real = torch.zeros(11, 3, 4, 4)
+        real[5] = value
+        return real, torch.full((10, 3, 4, 4), 0.5)
+
+    table = spread({"a": run(0.0), "b": run(0.1), "c": run(0.3)}, steps=(5, 10, 25))
+    assert list(table) == ["step_5", "step_10"]
+    assert table["step_5"]["simulator"] == pytest.approx((0.01 + 0.09 + 0.04) / 3)
+    assert table["step_5"]["model"] == 0.0 and table["step_10"]["simulator"] == 0.0
+    assert "step 5 0.00x" in format_spread(table)
 
 
 def test_manoeuvres_drive_the_simulator_and_the_model_differently(ckpt, tiny_data):

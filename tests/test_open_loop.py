@@ -6,8 +6,10 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from world_models import rollout
+from world_models.data.datamodule import CarRacingDataModule
 from world_models.errors import UserError
 from world_models.metrics import (
     per_step_metrics,
@@ -223,7 +225,7 @@ def test_cli_open_loop_training_grows_the_horizon(run_cli, tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli("train.py", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
                    f"hydra.run.dir={run_dir}", "model.hidden_size=16", "model.gate=true",
-                   "train.scheduled_sampling.schedule=none", "train.open_loop.horizon=10",
+                   "model.fade=true", "train.open_loop.horizon=10",
                    "train.open_loop.warmup=0.25", "train.open_loop.warmup_window=4",
                    "train.open_loop.ramp=0.25", "data.train_seq_len=12", "data.train_stride=2",
                    "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
@@ -231,6 +233,13 @@ def test_cli_open_loop_training_grows_the_horizon(run_cli, tiny_data, tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     model = WorldModel.load_from_checkpoint(results["checkpoint"], map_location="cpu")
     assert model.hparams.open_loop["horizon"] == 10 and model.hparams.gate
+    # The fade's frame started as the training split's mean frame (not black: its mean is far
+    # above 0.1) and moved only a little from it in these few steps.
+    datamodule = CarRacingDataModule.from_config(OmegaConf.load(run_dir / ".hydra/config.yaml"))
+    datamodule.setup()
+    mean_frame = datamodule.mean_frame()
+    assert mean_frame.mean() > 0.3
+    assert (model.fade.frame.detach() - mean_frame).abs().mean() < 0.05
     with open(run_dir / "csv" / "metrics.csv") as f:
         horizons = [float(r["train/open_loop_horizon"]) for r in csv.DictReader(f)
                     if r.get("train/open_loop_horizon")]

@@ -130,6 +130,31 @@ def write_pictures(out_dir: Path, results: dict) -> dict:
     return {"gif": str(out_dir / "dream.gif"), "grid": str(out_dir / "dream_grid.png")}
 
 
+def spread(results: dict, steps=(5, 10, 25, 50)) -> dict:
+    """How far the manoeuvres part: the MSE between two manoeuvres' frames at each step, averaged
+    over the pairs, for the simulator and for the model. A model that follows its actions parts
+    them as the simulator does; one that ignores them shows one film (model spread near 0)."""
+    names = list(results)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    horizon = min(len(dreamed) for _, dreamed in results.values())
+    table = {}
+    for step in (s for s in steps if s <= horizon and pairs):
+        real = sum(float(((results[a][0][step] - results[b][0][step]) ** 2).mean())
+                   for a, b in pairs) / len(pairs)
+        model = sum(float(((results[a][1][step - 1] - results[b][1][step - 1]) ** 2).mean())
+                    for a, b in pairs) / len(pairs)
+        table[f"step_{step}"] = {"simulator": real, "model": model}
+    return table
+
+
+def format_spread(table: dict) -> str:
+    if not table:
+        return "manoeuvre spread: needs two manoeuvres"
+    parts = ", ".join(f"step {k[5:]} {v['model'] / max(v['simulator'], 1e-12):.2f}x"
+                      for k, v in table.items())
+    return f"how far the model's manoeuvres part, against the simulator's: {parts}"
+
+
 def dream_script(cfg: DictConfig, model, replay: Replay, out_dir: Path) -> dict:
     results, summary = {}, {}
     for name, actions in manoeuvres(cfg).items():
@@ -139,11 +164,13 @@ def dream_script(cfg: DictConfig, model, replay: Replay, out_dir: Path) -> dict:
         summary[name] = {"steps": len(dreamed), "mse_mean": float(mse.mean()),
                          "mse_last": float(mse[-1]), "action_first": actions[0].tolist()}
     files = write_pictures(out_dir, results)
-    report = {"ckpt": str(cfg.ckpt), "episode": replay.start.name, "manoeuvres": summary, **files}
+    report = {"ckpt": str(cfg.ckpt), "episode": replay.start.name, "manoeuvres": summary,
+              "spread": spread(results), **files}
     (out_dir / "dream.json").write_text(json.dumps(report, indent=2) + "\n")
     for name, s in summary.items():
         print(f"{name:>10}: {s['steps']} steps, model vs simulator MSE {s['mse_mean']:.4f} "
               f"(last step {s['mse_last']:.4f})")
+    print(format_spread(report["spread"]))
     print(f"dream of {replay.start.name}: {files['gif']}  {files['grid']}")
     return report
 

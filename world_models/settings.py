@@ -26,6 +26,7 @@ TYPES = {
     "model.lr": FLOAT,
     "model.l1_weight": FLOAT,
     "model.ssim_weight": FLOAT,
+    "model.fade_lr_scale": FLOAT,
     "model.latent_size": INT,
     "model.kl_weight": FLOAT,
     "model.kl_warmup": FLOAT,

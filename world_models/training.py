@@ -106,7 +106,7 @@ def check_config(cfg: DictConfig) -> None:
                   scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
                   input_noise=cfg.train.input_noise, gate=m.gate, residual=m.residual,
                   open_loop=OmegaConf.to_container(cfg.train.open_loop),
-                  ssim_weight=m.ssim_weight, fill=m.fill)
+                  ssim_weight=m.ssim_weight, fill=m.fill, fade_lr_scale=m.fade_lr_scale)
     check_latent(m.latent, m.latent_size, m.kl_weight, m.kl_warmup, cfg.train.protocol)
 
 
@@ -127,6 +127,9 @@ def train(cfg: DictConfig) -> dict:
                        open_loop=OmegaConf.to_container(cfg.train.open_loop))
     if ckpt_path:
         check_checkpoint(ckpt_path, model)
+    elif model.fade is not None:  # what to expect where nothing is known: at first, the average
+        with torch.no_grad():
+            model.fade.frame.copy_(datamodule.mean_frame())
 
     throughput = Throughput()
     callbacks = [*build_callbacks(cfg), throughput]

@@ -12,7 +12,7 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
                   l1_weight: float = 0.0, scheduled_sampling: dict | None = None,
                   input_noise: float = 0.0, gate: bool = False, residual: bool = False,
                   open_loop: dict | None = None, ssim_weight: float = 0.0,
-                  fill: bool = False) -> None:
+                  fill: bool = False, fade_lr_scale: float = 1.0) -> None:
     """Refuse impossible settings before anything is built, naming the key."""
     if core not in CORES:
         raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
@@ -38,6 +38,8 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
         raise UserError(f"model.l1_weight: expected >= 0, got {l1_weight}")
     if not ssim_weight >= 0:
         raise UserError(f"model.ssim_weight: expected >= 0, got {ssim_weight}")
+    if not fade_lr_scale > 0:
+        raise UserError(f"model.fade_lr_scale: expected > 0, got {fade_lr_scale}")
     if not input_noise >= 0:
         raise UserError(f"train.input_noise: expected >= 0, got {input_noise}")
     if gate and warp == "none" and not residual:

@@ -92,6 +92,32 @@ class KeepGate(nn.Module):
         return keep * carried + (1 - keep) * self.fill
 
 
+class Fade(nn.Module):
+    """How far the model trusts its own picture, per pixel, as it feeds on its own predictions
+    (``model.fade``): trust = sigmoid(head(state) + clock(own-steps features)), and the
+    prediction becomes trust * picture + (1 - trust) * a learned frame, what to expect where
+    nothing is known (training starts it at the training split's mean frame). It starts trusting
+    (0.99) everywhere and at every step; the clock reads only the own-steps features, which are 0
+    on true frames, so it learns from open-loop training alone how fast pictures go stale."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int, clock_inputs: int):
+        super().__init__()
+        self.frame_shape = tuple(frame_shape)
+        pixels = frame_shape[1] * frame_shape[2]
+        self.head = nn.Linear(hidden_size, pixels)
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
+        self.clock = nn.Linear(clock_inputs, pixels, bias=False)
+        nn.init.zeros_(self.clock.weight)
+        self.frame = nn.Parameter(torch.zeros(self.frame_shape))
+
+    def forward(self, hidden: Tensor, clock: Tensor, picture: Tensor) -> Tensor:
+        """hidden [B, T, Hd], clock [B, T, C], picture [B, T, 3, H, W] -> the faded picture."""
+        logits = self.head(hidden) + self.clock(clock)  # [B, T, H*W]
+        trust = torch.sigmoid(logits).unflatten(-1, (1, *self.frame_shape[1:]))
+        return trust * picture + (1 - trust) * self.frame
+
+
 WARPS: dict[str, type[nn.Module] | None] = {"none": None, "affine": AffineWarp, "flow": FlowWarp}
 
 

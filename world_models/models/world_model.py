@@ -25,7 +25,7 @@ from world_models.models.sampling import (
     true_frame_probability,
     unroll,
 )
-from world_models.models.warps import KeepGate, build_warp
+from world_models.models.warps import Fade, KeepGate, build_warp
 
 SSIM_STRIDE = 4
 
@@ -54,6 +54,8 @@ class WorldModel(L.LightningModule):
         ssim_weight: float = 0.0,
         own_steps_input: bool = False,
         fill: bool = False,
+        fade: bool = False,
+        fade_lr_scale: float = 1.0,
         latent: str = "none",
         latent_size: int = 16,
         kl_weight: float = 1e-4,
@@ -65,7 +67,7 @@ class WorldModel(L.LightningModule):
         check_hparams(core, hidden_size, lr, protocol, encoder=encoder, frame_shape=frame_shape,
                       warp=warp, l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
                       input_noise=input_noise, gate=gate, residual=residual, open_loop=open_loop,
-                      ssim_weight=ssim_weight, fill=fill)
+                      ssim_weight=ssim_weight, fill=fill, fade_lr_scale=fade_lr_scale)
         check_latent(latent, latent_size, kl_weight, kl_warmup, protocol)
         # Only plain values are saved, so load_from_checkpoint rebuilds the core.
         self.save_hyperparameters()
@@ -74,9 +76,10 @@ class WorldModel(L.LightningModule):
         extra = OWN_STEP_FEATURES if own_steps_input else 0
         self.core = build_core(core, self.encoder.output_size + action_size + extra, hidden_size)
         # rollouts (sampling.unroll) pass own_steps to a model that says it reads them
-        self.counts_own_steps = own_steps_input
+        self.counts_own_steps = own_steps_input or fade
         self.warp = build_warp(warp, self.frame_shape, hidden_size)
         self.gate = KeepGate(self.frame_shape, hidden_size, fill) if gate else None
+        self.fade = Fade(self.frame_shape, hidden_size, OWN_STEP_FEATURES) if fade else None
         self.latent = (GaussianLatent(hidden_size, self.encoder.output_size, latent_size)
                        if latent == "gaussian" else None)  # models/latent.py
         if residual or self.warp is not None:  # an untrained residual model copies the last frame
@@ -91,8 +94,7 @@ class WorldModel(L.LightningModule):
 
         own_steps: how many steps the model has been feeding on its own predictions when it
         sees these frames (0: true frames); read with model.own_steps_input, else ignored.
-        targets (the true next frames, training) and noise (a generator to sample with): read
-        by a model with a latent (GaussianLatent.forward says which z they select).
+        targets, noise: the true next frames and a generator, which a latent draws z with.
         """
         parts = [self.encoder(frames), actions]  # [B, T, F], [B, T, A]
         if self.hparams.get("own_steps_input"):
@@ -109,6 +111,8 @@ class WorldModel(L.LightningModule):
             if self.gate is not None:  # where the model forgets, the fill and paint are all
                 carried = self.gate(features, carried)
             next_frames = carried + next_frames
+        if self.fade is not None:
+            next_frames = self.fade(features, own_steps_features(own_steps, actions), next_frames)
         return next_frames, state
 
     def window_loss(self, batch) -> torch.Tensor:
@@ -198,16 +202,13 @@ class WorldModel(L.LightningModule):
     def posterior_inputs(self, next_frames) -> dict:
         """What a latent model's forward needs to draw z from its posterior in training: the
         true next frames and the training generator (so a resumed run draws the same)."""
-        if self.latent is None:
-            return {}
-        return {"targets": next_frames, "noise": self.training_generator()}
+        return {} if self.latent is None else {"targets": next_frames,
+                                               "noise": self.training_generator()}
 
     def kl_loss(self, kl_terms, batch_size: int) -> torch.Tensor:
-        """The KL term of a latent model: model.kl_weight, warmed up over model.kl_warmup of the
-        run, times the mean KL(q || p) per step (open-loop and teacher-forced steps alike)."""
+        """model.kl_weight (warmed up over model.kl_warmup of the run) x the mean KL per step."""
         kl = mean_kl(kl_terms).to(self.device)
-        weight = kl_weight_now(self.hparams.kl_weight, self.hparams.kl_warmup,
-                               self.run_progress())
+        weight = kl_weight_now(self.hparams.kl_weight, self.hparams.kl_warmup, self.run_progress())
         self.log("train/kl", kl, on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train/kl_weight", weight, on_step=True, on_epoch=False)
         return weight * kl
@@ -285,5 +286,14 @@ class WorldModel(L.LightningModule):
                  batch_size=len(batch["frames"]))
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        lr = self.hparams.lr
+        if self.fade is None:
+            return torch.optim.Adam(self.parameters(), lr=lr)
+        # At 3e-4, Adam moves a logit by 3e-4 a step: from trusting (0.99) to the ~0.3 a 30-step
+        # rollout wants is 5 units, 17,000 steps. model.fade_lr_scale lets the fade keep up.
+        faded = {id(p) for p in self.fade.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in faded]
+        return torch.optim.Adam([{"params": rest},
+                                 {"params": list(self.fade.parameters()),
+                                  "lr": lr * self.hparams.get("fade_lr_scale", 1.0)}], lr=lr)
 

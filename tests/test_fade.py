@@ -1,0 +1,69 @@
+"""model.fade: the prediction fades to a learned frame as the model feeds on its own pictures."""
+
+import pytest
+import torch
+
+from world_models.errors import UserError
+from world_models.models.sampling import unroll
+from world_models.models.world_model import WorldModel
+
+SHAPE = (3, 8, 8)
+
+
+def make_model(**options) -> WorldModel:
+    torch.manual_seed(0)
+    return WorldModel(hidden_size=16, frame_shape=SHAPE, warp="flow", fade=True, **options)
+
+
+def batch(B=2, L=7, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, L, *SHAPE, generator=g), torch.rand(B, L - 1, 3, generator=g)
+
+
+def test_a_fresh_fade_trusts_the_picture_at_every_step():
+    """Trust starts at sigmoid(4.6) everywhere and the clock at zero, so the prediction is
+    0.99 x the unfaded picture + 0.01 x the frame, however long the model has fed on itself."""
+    model = make_model()
+    with torch.no_grad():
+        model.fade.frame.fill_(0.5)
+    frames, actions = batch()
+    plain = make_model()
+    plain.fade = None
+    for own in (0, 1, 40):
+        got, _ = model(frames[:, :1], actions[:, :1], own_steps=own)
+        picture, _ = plain(frames[:, :1], actions[:, :1], own_steps=own)
+        trust = torch.sigmoid(torch.tensor(4.6))
+        torch.testing.assert_close(got, trust * picture + (1 - trust) * 0.5)
+
+
+def test_the_clock_learns_only_from_open_loop_steps():
+    """On true frames the own-steps features are zero, so teacher forcing gives the clock no
+    gradient; an open-loop unroll does."""
+    model, (frames, actions) = make_model(), batch()
+    predicted, _ = model(frames[:, :-1], actions)
+    ((predicted - frames[:, 1:]) ** 2).mean().backward()
+    assert model.fade.clock.weight.grad.abs().max() == 0
+    model.zero_grad()
+    rolled = unroll(model, frames, actions, context=1)
+    ((rolled - frames[:, 1:]) ** 2).mean().backward()
+    assert model.fade.clock.weight.grad.abs().max() > 0
+
+
+def test_a_clock_that_distrusts_old_pictures_fades_the_rollout_to_the_frame():
+    model, (frames, actions) = make_model(), batch(L=12)
+    with torch.no_grad():
+        model.fade.frame.fill_(0.25)
+        model.fade.clock.weight[:, 1] = -40.0  # log1p(own steps) / 5 grows along the rollout
+    rolled = unroll(model, frames, actions, context=1)
+    distance = (rolled - 0.25).abs().mean(dim=(0, 2, 3, 4))  # [T]
+    assert distance[0] > 0.1  # from the true frame: trusted
+    assert distance[-1] < 0.01  # after 10 own steps: the frame
+    assert torch.all(distance[2:] <= distance[1:-1] + 1e-6)
+
+
+def test_the_fade_learns_at_its_own_rate():
+    optimizer = make_model(lr=1e-3, fade_lr_scale=30.0).configure_optimizers()
+    rates = sorted(group["lr"] for group in optimizer.param_groups)
+    assert rates == pytest.approx([1e-3, 3e-2])
+    with pytest.raises(UserError, match="model.fade_lr_scale: expected > 0"):
+        make_model(fade_lr_scale=0.0)
