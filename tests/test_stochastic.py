@@ -54,7 +54,7 @@ def test_kl_and_its_warm_up_are_logged(latent_run):
     assert steps == list(range(total)) and total >= 4
     kl = [float(row["train/kl_step"]) for row in rows]
     assert all(value > 0 for value in kl)  # the posterior is not the prior
-    # experiment=stochastic: kl_weight 1e-5, reached linearly over half the run
+    # the defaults (conf/model/builtin.yaml): kl_weight 1e-5, reached linearly over half the run
     weights = [float(row["train/kl_weight"]) for row in rows]
     expected = [1e-5 * min(step / total / 0.5, 1.0) for step in steps]
     assert weights == pytest.approx(expected, rel=1e-5, abs=1e-12)

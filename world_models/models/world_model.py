@@ -58,8 +58,8 @@ class WorldModel(L.LightningModule):
         fade_lr_scale: float = 1.0,
         latent: str = "none",
         latent_size: int = 16,
-        kl_weight: float = 1e-4,
-        kl_warmup: float = 0.0,
+        kl_weight: float = 1e-5,
+        kl_warmup: float = 0.5,
     ):
         super().__init__()
         scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
