@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from world_models import plots, runs
+from world_models import ensembles, plots, runs
 from world_models.checkpointing import check_checkpoint_file
 from world_models.data.datamodule import SPLITS, CarRacingDataModule
 from world_models.errors import UserError
@@ -41,6 +41,8 @@ def check_config(cfg: DictConfig) -> None:
                         f"got {r.context}")
     if r.batch_size < 1:
         raise UserError(f"rollout.batch_size: expected >= 1, got {r.batch_size}")
+    if r.samples < 1:
+        raise UserError(f"rollout.samples: expected >= 1, got {r.samples}")
     if cfg.data.collect:
         raise UserError("data.collect: evaluate never collects; point data.dir at a dataset")
 
@@ -227,13 +229,15 @@ def format_summary(summary: dict, horizon: int) -> str:
     return "\n".join(lines)
 
 
-def write_files(out_dir: Path, values, first, horizon: int, r: DictConfig) -> None:
-    """The per-step CSV, and the first sequence's grid, GIF and curves (and frames)."""
+def write_files(out_dir: Path, values, first, horizon: int, r: DictConfig, samples=None) -> None:
+    """The per-step CSV, and the first sequence's grid, GIF and curves (and frames); samples:
+    a few sampled rollouts of the first sequence, shown under the truth, or None."""
     truth, tf, ar = first
     table = per_step_table(values)
     write_csv(out_dir / runs.ROLLOUT_METRICS, table)
-    plots.rollout_grid(truth, tf, ar, plots.grid_steps(horizon)).save(out_dir / "rollout_grid.png")
-    plots.rollout_gif(out_dir / "rollout.gif", truth, tf, ar)
+    plots.rollout_grid(truth, tf, ar, plots.grid_steps(horizon), samples).save(
+        out_dir / "rollout_grid.png")
+    plots.rollout_gif(out_dir / "rollout.gif", truth, tf, ar, samples=samples)
     plots.loss_curve(out_dir / "rollout_loss.png", table, r.context)
     if r.save_frames:
         plots.save_frames(out_dir / "frames", truth, tf, ar)
@@ -249,6 +253,8 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup()
     check_fits(model, datamodule, cfg.ckpt)
+    if note := ensembles.note(model, cfg.rollout.samples):
+        print(note)
     if cfg.split != "all":
         warn_if_split_differs(cfg.ckpt, cfg)
     r = cfg.rollout
@@ -263,7 +269,10 @@ def evaluate(cfg: DictConfig) -> dict:
                                          values["autoregressive"]["psnr"])
     if sensitivity is not None:  # a strategy of its own in the CSV and the summary
         values["action_sensitivity"] = {"psnr_gain": sensitivity}
-    write_files(out_dir, values, (truth, tf, ar), horizon, r)
+    forecasts, samples = ensembles.ensemble_values(model, sequences, datamodule.episodes["train"],
+                                                   horizon, r.context, r.samples, r.seed)
+    values.update(forecasts)  # ensembles.py: more strategies, with the forecast metrics
+    write_files(out_dir, values, (truth, tf, ar), horizon, r, samples)
 
     worse = steps_worse(values, "autoregressive", BASELINES)
     summary = {
@@ -273,6 +282,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "sequences": len(sequences),
         "horizon": horizon,
         "context": r.context,
+        "forecast": ensembles.describe(model, r.samples, r.seed),
         "split": cfg.split,
         "grid_sequence": sequences[0]["name"],
         "checkpoint": str(cfg.ckpt),
@@ -284,6 +294,8 @@ def evaluate(cfg: DictConfig) -> dict:
     print(format_summary(summary["metrics"], horizon))
     print(format_worse(worse, horizon))
     print(format_sensitivity(summary["metrics"].get("action_sensitivity")))
+    if forecasts:
+        print(ensembles.format_forecasts(summary["metrics"], r.samples))
     print(f"summary: {path}  per-step metrics: {runs.ROLLOUT_METRICS}  "
           f"pictures: rollout_grid.png, rollout.gif, rollout_loss.png"
           f"{', frames/' if r.save_frames else ''}  (all in {out_dir})")

@@ -1,7 +1,8 @@
 """Pictures: a rollout's grid of steps, its frames as PNG and GIF, per-step and per-epoch curves.
 
 truth, tf and ar are one sequence's frames 1..T [T, 3, H, W] in [0, 1]: the true
-frames, the teacher-forcing and the autoregressive predictions of them.
+frames, the teacher-forcing and the autoregressive predictions of them. samples, when given,
+are sampled rollouts of a model with a latent [S, T, 3, H, W], shown under the true frames.
 """
 
 from pathlib import Path
@@ -52,10 +53,12 @@ def grid_steps(horizon: int) -> list[int]:
     return [s for s in GRID_STEPS if s <= horizon]
 
 
-def rollout_grid(truth, tf, ar, steps) -> Image.Image:
-    """Rows: truth, teacher forcing, autoregressive, its error; a column per step (1-based)."""
+def rollout_grid(truth, tf, ar, steps, samples=None) -> Image.Image:
+    """Rows: truth, the samples if any, teacher forcing, autoregressive, its error; a column
+    per step (1-based)."""
     error = error_image(ar, truth)
-    rows = [("ground truth", truth), ("teacher forcing", tf), ("autoregressive", ar),
+    rows = [("ground truth", truth), *sample_rows(samples),
+            ("teacher forcing", tf), ("autoregressive", ar),
             (f"|AR - truth| x{ERROR_GAIN}\nblack 0, yellow >= {1 / ERROR_GAIN:.2g}", error)]
     cell_h, cell_w = truth.shape[-2] * SCALE, truth.shape[-1] * SCALE
     width = LABEL_WIDTH + len(steps) * (cell_w + PAD)
@@ -72,6 +75,11 @@ def rollout_grid(truth, tf, ar, steps) -> Image.Image:
     return grid
 
 
+def sample_rows(samples) -> list[tuple[str, torch.Tensor]]:
+    """("sample 1", frames), ...: one labelled row per sampled rollout; none for None."""
+    return [] if samples is None else [(f"sample {k + 1}", s) for k, s in enumerate(samples)]
+
+
 def save_frames(directory, truth, tf, ar) -> None:
     """directory/{ground-truth,teacher-forcing,autoregressive}/<step>.png, at 32x32 as predicted."""
     digits = len(str(len(truth)))
@@ -82,14 +90,18 @@ def save_frames(directory, truth, tf, ar) -> None:
             to_image(frame, scale=1).save(folder / f"{t:0{digits}d}.png")
 
 
-def rollout_gif(path, truth, tf, ar, ms_per_frame: int = 100) -> None:
-    """Truth, teacher forcing and autoregressive side by side, one GIF frame per step."""
+def rollout_gif(path, truth, tf, ar, ms_per_frame: int = 100, samples=None) -> None:
+    """Truth, the samples if any, teacher forcing and autoregressive side by side, one GIF
+    frame per step."""
     cell_h, cell_w = truth.shape[-2] * SCALE, truth.shape[-1] * SCALE
+    panels = [("ground truth", truth), *sample_rows(samples),
+              ("teacher forcing", tf), ("autoregressive", ar)]
     pictures = []
     for t in range(len(truth)):
-        picture = Image.new("RGB", (3 * cell_w + 2 * PAD, HEADER + cell_h), "white")
+        picture = Image.new("RGB", (len(panels) * (cell_w + PAD) - PAD, HEADER + cell_h),
+                            "white")
         draw = ImageDraw.Draw(picture)
-        for p, (label, frames) in enumerate(zip(KINDS.values(), (truth, tf, ar), strict=True)):
+        for p, (label, frames) in enumerate(panels):
             draw.text((p * (cell_w + PAD) + 2, 4), label, fill="black", font=font(12))
             picture.paste(to_image(frames[t]), (p * (cell_w + PAD), HEADER))
         draw.text((2, HEADER + cell_h - 14), f"step {t + 1}", fill="white", font=font(12))

@@ -64,6 +64,19 @@ def autoregressive(
         return unroll(model, frames.to(device), actions.to(device), context)
 
 
+@torch.no_grad()
+def sampled_rollouts(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,
+                     context: int, samples: int, generator: torch.Generator) -> torch.Tensor:
+    """`samples` open-loop rollouts of one sequence, frames [T+1, 3, H, W] and actions [T, A],
+    a model with a latent drawing each step's z from its prior with `generator` (models/
+    latent.py): [K, T, 3, H, W] on the CPU. The same generator state gives the same rollouts."""
+    device = model_device(model)
+    batch_frames = frames[None, :context].expand(samples, *frames[:context].shape).to(device)
+    batch_actions = actions[None].expand(samples, *actions.shape).to(device)
+    with evaluating(model):
+        return unroll(model, batch_frames, batch_actions, context, noise=generator).cpu()
+
+
 def predictions_and_scores(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,
                            context: int, mean_frame: torch.Tensor | None = None):
     """Every strategy's predictions of frames 1..T and their per-step metrics: the one scoring

@@ -27,6 +27,9 @@ TYPES = {
     "model.l1_weight": FLOAT,
     "model.ssim_weight": FLOAT,
     "model.fade_lr_scale": FLOAT,
+    "model.latent_size": INT,
+    "model.kl_weight": FLOAT,
+    "model.kl_warmup": FLOAT,
     "train.open_loop.horizon": INT,
     "train.open_loop.context": INT,
     "train.open_loop.warmup": FLOAT,
@@ -41,6 +44,8 @@ TYPES = {
     "rollout.horizon": INT,
     "rollout.context": INT,
     "rollout.batch_size": INT,
+    "rollout.samples": INT,
+    "rollout.seed": INT,
 }
 
 

@@ -19,6 +19,7 @@ from world_models.data.datamodule import CarRacingDataModule, check_split
 from world_models.errors import UserError
 from world_models.metrics import window_baselines
 from world_models.models.hparams import check_hparams
+from world_models.models.latent import check_latent
 from world_models.models.world_model import WorldModel
 from world_models.settings import check_known, check_types
 
@@ -120,6 +121,7 @@ def check_config(cfg: DictConfig) -> None:
                   input_noise=cfg.train.input_noise, gate=m.gate, residual=m.residual,
                   open_loop=OmegaConf.to_container(cfg.train.open_loop),
                   ssim_weight=m.ssim_weight, fill=m.fill, fade_lr_scale=m.fade_lr_scale)
+    check_latent(m.latent, m.latent_size, m.kl_weight, m.kl_warmup, cfg.train.protocol)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -232,6 +234,8 @@ def model_label(model: DictConfig) -> str:
         parts.append(f"{model.warp} warp")
     elif model.get("residual"):
         parts.append("residual")
+    if model.get("latent", "none") != "none":
+        parts.append(f"{model.latent} latent")
     return " + ".join(parts)
 
 

@@ -90,13 +90,15 @@ def with_decay_steps(schedule: Mapping, total_steps: int) -> dict:
 
 
 def scheduled_rollout(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,
-                      prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+                      prob: float, generator: torch.Generator | None = None,
+                      **latent) -> torch.Tensor:
     """Predict frames 1..T of frames [B, T+1, 3, H, W] under actions [B, T, A], step by step.
 
     Frame 0 is always the true one; from step 1 on each sequence draws (from ``generator``, on
     the CPU) whether to see the true frame t (probability ``prob``) or its own prediction of
     it, clamped to [0, 1] as in rollout.autoregressive. Returns [B, T, 3, H, W], unclamped, with
     gradients: through the core's state across steps, but not through the fed-back frames.
+    ``latent``: targets and noise for a model with a latent, as for ``unroll``.
     """
     B, T = actions.shape[:2]
     frame, state, predictions = frames[:, :1], None, []  # [B, 1, 3, H, W]
@@ -108,13 +110,14 @@ def scheduled_rollout(model: nn.Module, frames: torch.Tensor, actions: torch.Ten
             own = predictions[-1].detach().clamp(0.0, 1.0)  # [B, 1, 3, H, W]
             frame = torch.where(use_true.to(frames.device).view(B, 1, 1, 1, 1),
                                 frames[:, t : t + 1], own)
-        next_frame, state = model(frame, actions[:, t : t + 1], state)
+        next_frame, state = model(frame, actions[:, t : t + 1], state,
+                                  **latent_step(latent, t, t + 1))
         predictions.append(next_frame)
     return torch.cat(predictions, dim=1)  # [B, T, 3, H, W]
 
 
 def unroll(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor, context: int = 1,
-           detach: bool = False) -> torch.Tensor:
+           detach: bool = False, **latent) -> torch.Tensor:
     """Feed the true frames 0..context-1, then the model's own predictions, one step at a time.
 
     frames [B, >=context, 3, H, W] (only the first ``context`` are read), actions [B, T, A] ->
@@ -123,19 +126,31 @@ def unroll(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor, contex
     what it painted, clamped to [0, 1] (a frame never leaves it, and an overshoot fed back
     would compound). With ``detach`` no gradient flows through the fed-back frames.
     A model with ``counts_own_steps`` is told, at each step, how many steps it has been feeding
-    on its own predictions.
+    on its own predictions. ``latent`` goes to a model with a latent (models/latent.py):
+    ``noise``, a generator to sample with, and in training ``targets``, the true frames 1..T
+    [B, T, 3, H, W] its posterior sees, one step at a time.
     """
     steps = actions.shape[1]
     counts = getattr(model, "counts_own_steps", False)
-    next_frames, state = model(frames[:, :context], actions[:, :context])  # [B, context, ...]
+    next_frames, state = model(frames[:, :context], actions[:, :context],
+                               **latent_step(latent, 0, context))  # [B, context, ...]
     predictions = [next_frames]
     for t in range(context, steps):
         frame = next_frames[:, -1:].clamp(0.0, 1.0)  # [B, 1, 3, H, W]
         frame = frame.detach() if detach else frame
         own = {"own_steps": t - context + 1} if counts else {}
-        next_frames, state = model(frame, actions[:, t : t + 1], state, **own)
+        next_frames, state = model(frame, actions[:, t : t + 1], state, **own,
+                                   **latent_step(latent, t, t + 1))
         predictions.append(next_frames)
     return torch.cat(predictions, dim=1)  # [B, T, 3, H, W]
+
+
+def latent_step(latent: dict, start: int, stop: int) -> dict:
+    """The latent keywords of steps start..stop-1: the generator, and the targets' slice."""
+    step = {key: value for key, value in latent.items() if value is not None}
+    if "targets" in step:
+        step["targets"] = step["targets"][:, start:stop]
+    return step
 
 
 OWN_STEP_FEATURES = 2

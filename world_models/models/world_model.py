@@ -16,6 +16,7 @@ from world_models.errors import UserError
 from world_models.models.cores import build_core
 from world_models.models.frames import build_frame_codec
 from world_models.models.hparams import check_hparams
+from world_models.models.latent import GaussianLatent, check_latent, kl_weight_now, mean_kl
 from world_models.models.losses import fast_ssim
 from world_models.models.sampling import (
     OWN_STEP_FEATURES,
@@ -56,6 +57,10 @@ class WorldModel(L.LightningModule):
         fill: bool = False,
         fade: bool = False,
         fade_lr_scale: float = 1.0,
+        latent: str = "none",
+        latent_size: int = 16,
+        kl_weight: float = 1e-5,
+        kl_warmup: float = 0.5,
     ):
         super().__init__()
         scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
@@ -64,6 +69,7 @@ class WorldModel(L.LightningModule):
                       warp=warp, l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
                       input_noise=input_noise, gate=gate, residual=residual, open_loop=open_loop,
                       ssim_weight=ssim_weight, fill=fill, fade_lr_scale=fade_lr_scale)
+        check_latent(latent, latent_size, kl_weight, kl_warmup, protocol)
         # Only plain values are saved, so load_from_checkpoint rebuilds the core.
         self.save_hyperparameters()
         self.frame_shape = tuple(frame_shape)
@@ -75,6 +81,8 @@ class WorldModel(L.LightningModule):
         self.warp = build_warp(warp, self.frame_shape, hidden_size)
         self.gate = KeepGate(self.frame_shape, hidden_size, fill) if gate else None
         self.fade = Fade(self.frame_shape, hidden_size, OWN_STEP_FEATURES) if fade else None
+        self.latent = (GaussianLatent(hidden_size, self.encoder.output_size, latent_size)
+                       if latent == "gaussian" else None)  # models/latent.py
         if residual or self.warp is not None:  # an untrained residual model copies the last frame
             self.decoder.zero_output_()
         # per_step reproduces the course's loop: an optimizer step after every time step.
@@ -82,17 +90,22 @@ class WorldModel(L.LightningModule):
         self._rng, self._rng_state = None, None  # see training_generator()
         self._schedule = None  # see scheduled_sampling()
 
-    def forward(self, frames, actions, state=None, own_steps: int = 0):
+    def forward(self, frames, actions, state=None, own_steps: int = 0, targets=None,
+                noise: torch.Generator | None = None):
         """frames [B, T, 3, H, W], actions [B, T, A] -> next frames [B, T, 3, H, W], state.
 
         own_steps: how many steps the model has been feeding on its own predictions when it
         sees these frames (0: true frames); read with model.own_steps_input, else ignored.
+        targets, noise: the true next frames and a generator, which a latent draws z with.
         """
         parts = [self.encoder(frames), actions]  # [B, T, F], [B, T, A]
         if self.hparams.get("own_steps_input"):
             parts.append(own_steps_features(own_steps, actions))
         inputs = torch.cat(parts, dim=-1)  # [B, T, F + A (+ 2)]
         features, state = self.core(inputs, state)  # [B, T, hidden]
+        if self.latent is not None:
+            encoded = None if targets is None else self.encoder(targets)  # [B, T, F]
+            features = self.latent(features, encoded, noise)
         next_frames = self.decoder(features)  # [B, T, 3, H, W]
         # The change is added to the frame the model was given (noisy, in training), warped.
         if self.warp is not None or self.hparams.residual:
@@ -156,8 +169,12 @@ class WorldModel(L.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.hparams.protocol == "per_step":
             loss = self._per_step_update(batch)
-        else:
+        elif self.latent is None:
             loss = self._window_update(batch)
+        else:
+            with self.latent.recording() as kl_terms:
+                loss = self._window_update(batch)
+            loss = loss + self.kl_loss(kl_terms, len(batch["frames"]))
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"train/loss is {loss.item()} at global step {self.global_step} "
@@ -174,12 +191,14 @@ class WorldModel(L.LightningModule):
         if self.hparams.open_loop["horizon"]:
             return self._open_loop_loss(inputs, frames, actions)
         if self.hparams.scheduled_sampling["schedule"] == "none":
-            next_frames_pred, _ = self(inputs[:, :-1], actions[:, :-1])
+            next_frames_pred, _ = self(inputs[:, :-1], actions[:, :-1],
+                                       **self.posterior_inputs(frames[:, 1:]))
         else:
             prob = true_frame_probability(self.scheduled_sampling(), self.global_step)
             self.log("train/teacher_forcing_prob", prob, on_step=True, on_epoch=False)
             next_frames_pred = scheduled_rollout(self, inputs, actions[:, :-1], prob,
-                                                 self.training_generator())
+                                                 self.training_generator(),
+                                                 **self.posterior_inputs(frames[:, 1:]))
         return self.objective(next_frames_pred, frames[:, 1:])
 
     def scheduled_sampling(self) -> dict:
@@ -188,6 +207,20 @@ class WorldModel(L.LightningModule):
             total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
             self._schedule = with_decay_steps(self.hparams.scheduled_sampling, total)
         return self._schedule
+
+    def posterior_inputs(self, next_frames) -> dict:
+        """What a latent model's forward needs to draw z from its posterior in training: the
+        true next frames and the training generator (so a resumed run draws the same)."""
+        return {} if self.latent is None else {"targets": next_frames,
+                                               "noise": self.training_generator()}
+
+    def kl_loss(self, kl_terms, batch_size: int) -> torch.Tensor:
+        """model.kl_weight (warmed up over model.kl_warmup of the run) x the mean KL per step."""
+        kl = mean_kl(kl_terms).to(self.device)
+        weight = kl_weight_now(self.hparams.kl_weight, self.hparams.kl_warmup, self.run_progress())
+        self.log("train/kl", kl, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train/kl_weight", weight, on_step=True, on_epoch=False)
+        return weight * kl
 
     def run_progress(self) -> float:
         """The fraction of the run's optimizer steps taken, 0 outside a fit."""
@@ -221,16 +254,19 @@ class WorldModel(L.LightningModule):
                                   generator=self.training_generator()).item()
             window = slice(start, start + length)
             self.log("train/open_loop_horizon", 0.0, on_step=True, on_epoch=False)
-            next_frames_pred, _ = self(inputs[:, window][:, :-1], actions[:, window][:, :-1])
+            next_frames_pred, _ = self(inputs[:, window][:, :-1], actions[:, window][:, :-1],
+                                       **self.posterior_inputs(frames[:, window][:, 1:]))
             return self.objective(next_frames_pred, frames[:, window][:, 1:])
         steps = frames.shape[1] - 1
         horizon = min(horizon, steps - settings.get("context", 1))
         self.log("train/open_loop_horizon", float(horizon), on_step=True, on_epoch=False)
         predictions = unroll(self, inputs, actions[:, :-1], context=steps - horizon,
-                             detach=settings.get("detach", False))  # [B, T, 3, H, W]
+                             detach=settings.get("detach", False),
+                             **self.posterior_inputs(frames[:, 1:]))  # [B, T, 3, H, W]
         loss = self.objective(predictions, frames[:, 1:])
         if settings.get("tf_weight", 0.0):
-            teacher_forced, _ = self(inputs[:, :-1], actions[:, :-1])
+            teacher_forced, _ = self(inputs[:, :-1], actions[:, :-1],
+                                     **self.posterior_inputs(frames[:, 1:]))
             loss = loss + settings["tf_weight"] * self.objective(teacher_forced, frames[:, 1:])
         return loss
 

@@ -1,0 +1,173 @@
+"""A model with a latent (model.latent=gaussian) through the real command lines on tiny data:
+it trains and logs its KL and warm-up, samples K different rollouts from a seed and the same
+ones again, is evaluated as forecasts, resumes as if never interrupted, and runs under DDP."""
+
+import csv
+import json
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.test_resume import kill_mid_epoch, results
+from world_models.data.datamodule import CarRacingDataModule
+from world_models.errors import UserError
+from world_models.evaluation import load_model
+from world_models.forecast import FORECAST_METRICS, sequence_generator
+from world_models.models.latent import check_latent
+from world_models.rollout import sampled_rollouts
+
+LATENT = ("experiment=stochastic", "data=tiny", "data.collect=false", "model.hidden_size=16")
+
+
+def train_args(tiny_data, run_dir, *extra):
+    return ["train.py", *LATENT, f"data.dir={tiny_data}", f"paths.log_dir={run_dir.parent}",
+            f"hydra.run.dir={run_dir}", *extra]
+
+
+def ok(proc):
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+
+
+@pytest.fixture(scope="module")
+def latent_run(run_cli, tiny_data, tmp_path_factory):
+    """A latent model trained 2 epochs, logging every step."""
+    run_dir = tmp_path_factory.mktemp("latent") / "run"
+    ok(run_cli(*train_args(tiny_data, run_dir, "trainer.max_epochs=2",
+                           "trainer.log_every_n_steps=1")))
+    return run_dir
+
+
+def evaluate(run_cli, ckpt, out, *extra):
+    proc = run_cli("evaluate.py", f"ckpt={ckpt}", "rollout.horizon=12", f"hydra.run.dir={out}",
+                   *extra)
+    ok(proc)
+    return proc, json.loads((out / "summary.json").read_text())
+
+
+def test_kl_and_its_warm_up_are_logged(latent_run):
+    with open(latent_run / "csv" / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("train/kl_step")]
+    steps = [int(row["step"]) for row in rows]
+    total = json.loads((latent_run / "results.json").read_text())["optimizer_steps"]
+    assert steps == list(range(total)) and total >= 4
+    kl = [float(row["train/kl_step"]) for row in rows]
+    assert all(value > 0 for value in kl)  # the posterior is not the prior
+    # the defaults (conf/model/builtin.yaml): kl_weight 1e-5, reached linearly over half the run
+    weights = [float(row["train/kl_weight"]) for row in rows]
+    expected = [1e-5 * min(step / total / 0.5, 1.0) for step in steps]
+    assert weights == pytest.approx(expected, rel=1e-5, abs=1e-12)
+    assert weights[0] == 0 and weights[-1] == pytest.approx(1e-5)
+
+
+def test_k_samples_differ_and_the_same_seed_draws_them_again(latent_run, tiny_data):
+    model = load_model(latent_run / "checkpoints" / "last.ckpt")
+    datamodule = CarRacingDataModule(str(tiny_data), seq_len=5, split=[0.6, 0.2, 0.2],
+                                     collect=False)
+    datamodule.setup()
+    sequence = datamodule.sequences("test")[0]
+    frames, actions = sequence["frames"][:13], sequence["actions"][:12]
+
+    def draw(seed):
+        return sampled_rollouts(model, frames, actions, 1, 4, sequence_generator(seed, 0, 0))
+
+    first, again, other = draw(0), draw(0), draw(1)
+    assert first.shape == (4, 12, *frames.shape[1:])
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    for k in range(1, 4):  # every sample its own future
+        assert (first[k] - first[0]).abs().max() > 1e-6
+
+
+def test_evaluate_scores_k_samples_as_forecasts_the_same_twice(latent_run, run_cli, tmp_path):
+    ckpt = latent_run / "checkpoints" / "last.ckpt"
+    _, summary = evaluate(run_cli, ckpt, tmp_path / "k3", "rollout.samples=3")
+    _, again = evaluate(run_cli, ckpt, tmp_path / "k3_again", "rollout.samples=3")
+    first_csv = (tmp_path / "k3" / "rollout_metrics.csv").read_text()
+    assert first_csv == (tmp_path / "k3_again" / "rollout_metrics.csv").read_text()
+    assert summary["metrics"] == again["metrics"]
+    assert summary["forecast"]["samples"] == 3
+    for ensemble in ("sampled", "deterministic", "climatology"):
+        assert set(summary["metrics"][ensemble]) == set(FORECAST_METRICS)
+    rows = list(csv.DictReader(first_csv.splitlines()))
+    sampled = {(r["metric"], int(r["step"])): float(r["mean"]) for r in rows
+               if r["strategy"] == "sampled"}
+    for step in range(1, 13):  # the best of K is never worse than one sample on average
+        assert sampled["best_mse", step] <= sampled["sample_mse", step] + 1e-12
+    # z at the prior's mean: the deterministic ensemble is the autoregressive rollout
+    deterministic = summary["metrics"]["deterministic"]["best_mse"]
+    assert deterministic == pytest.approx(summary["metrics"]["autoregressive"]["mse"])
+
+    proc, one = evaluate(run_cli, ckpt, tmp_path / "k1")
+    assert one["forecast"] is None and "sampled" not in one["metrics"]
+    assert "forecast" not in proc.stdout
+    # Three sample rows between the true frames and teacher forcing, in the grid and the GIF
+    for name in ("rollout_grid.png", "rollout.gif"):
+        with_samples = Image.open(tmp_path / "k3" / name).size
+        without = Image.open(tmp_path / "k1" / name).size
+        assert with_samples != without, name
+
+
+def test_a_deterministic_model_ignores_samples_with_a_note(run_cli, tiny_data, tmp_path):
+    run_dir = tmp_path / "det"
+    ok(run_cli("train.py", "data=tiny", "data.collect=false", f"data.dir={tiny_data}",
+               "model.hidden_size=16", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}",
+               f"hydra.run.dir={run_dir}"))
+    proc, summary = evaluate(run_cli, run_dir / "checkpoints" / "last.ckpt", tmp_path / "ev",
+                             "rollout.samples=4")
+    assert "rollout.samples=4: the model is deterministic" in proc.stdout
+    assert "sampled" not in summary["metrics"]
+    # one rollout as K copies: no spread, so the energy score is its distance to the truth
+    metrics = summary["metrics"]
+    assert metrics["deterministic"]["best_mse"] == metrics["autoregressive"]["mse"]
+    assert metrics["deterministic"]["mean_mse"] == metrics["autoregressive"]["mse"]
+    assert set(metrics["climatology"]) == set(FORECAST_METRICS)
+
+
+def test_a_killed_latent_run_resumes_as_if_never_interrupted(run_cli, cli_env, tiny_data,
+                                                             tmp_path):
+    extra = ("trainer.max_epochs=3", "train.input_noise=0.02")
+    ok(run_cli(*train_args(tiny_data, tmp_path / "train" / "whole", *extra)))
+    killed = tmp_path / "train" / "killed"
+    kill_mid_epoch([sys.executable, *train_args(tiny_data, killed, *extra)], cli_env, killed,
+                   epoch=1)
+    ok(run_cli(*train_args(tiny_data, tmp_path / "train" / "resumed", *extra, "ckpt_path=last")))
+    whole, resumed = results(tmp_path / "train" / "whole"), results(tmp_path / "train" / "resumed")
+    assert resumed["test_mse"] == whole["test_mse"]
+    assert resumed["optimizer_steps"] == whole["optimizer_steps"]
+
+
+@pytest.mark.slow  # the DDP path is the plain model's (test_train.py); this adds the latent
+def test_ddp_trains_a_latent_model(run_cli, tiny_data, tmp_path):
+    run_dir = tmp_path / "ddp"
+    proc = run_cli(*train_args(tiny_data, run_dir, "trainer=ddp", "trainer.max_epochs=1"))
+    ok(proc)
+    assert "GLOBAL_RANK: 1" in proc.stdout + proc.stderr
+    assert torch.isfinite(torch.tensor(results(run_dir)["test_mse"]))
+
+
+def test_a_bad_latent_setting_is_refused_in_one_line(run_cli, tiny_data, tmp_path):
+    proc = run_cli(*train_args(tiny_data, tmp_path / "bad", "model.latent=nope"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "model.latent" in line and "gaussian" in line, line
+
+
+@pytest.mark.parametrize("settings, words", [
+    (("gaussian", 16, 1e-5, 0.5, "per_step"), ["model.latent", "train.protocol=bptt"]),
+    (("gaussian", 0, 1e-5, 0.5, "bptt"), ["model.latent_size", ">= 1"]),
+    (("gaussian", 16, -1.0, 0.5, "bptt"), ["model.kl_weight", ">= 0"]),
+    (("gaussian", 16, 1e-5, 2.0, "bptt"), ["model.kl_warmup", "[0, 1]"]),
+])
+def test_latent_settings_that_cannot_work_name_their_key(settings, words):
+    with pytest.raises(UserError) as refused:
+        check_latent(*settings)
+    assert all(word in str(refused.value) for word in words), str(refused.value)
+
+
+def test_rollout_samples_below_one_is_refused(run_cli, latent_run, tmp_path):
+    proc = run_cli("evaluate.py", f"ckpt={latent_run / 'checkpoints' / 'last.ckpt'}",
+                   "rollout.samples=0", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2 and "rollout.samples" in proc.stderr.strip().splitlines()[-1]
+
