@@ -11,18 +11,22 @@ from world_models import ensembles, plots, runs
 from world_models.checkpointing import check_checkpoint_file
 from world_models.data.datamodule import SPLITS, CarRacingDataModule
 from world_models.errors import UserError
+from world_models.evaluation_lines import (
+    STRATEGIES,
+    SUMMARY_STEPS,
+    format_sensitivity,
+    format_summary,
+    format_worse,
+)
 from world_models.metrics import (
     METRICS,
     per_step_table,
-    step_ranges,
     steps_worse,
 )
 from world_models.models.world_model import WorldModel
 from world_models.rollout import action_sensitivity, predictions_and_scores
 from world_models.settings import check_types
 
-STRATEGIES = ("teacher_forcing", "autoregressive", "copy_last", "mean_frame")
-SUMMARY_STEPS = (1, 10, 50, 150)
 BASELINES = ("copy_last", "mean_frame")
 
 
@@ -187,46 +191,6 @@ def write_csv(path, table: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=["step", "strategy", "metric", "mean", "std", "n"])
         writer.writeheader()
         writer.writerows(table)
-
-
-def format_worse(worse: dict, horizon: int) -> str:
-    """One line: where the rollout is worse than copying the first frame or the mean frame."""
-    parts = []
-    for metric, by_baseline in worse.items():
-        for baseline, steps in by_baseline.items():
-            if steps:
-                parts.append(f"{metric} than {baseline} at {len(steps)} steps "
-                             f"({step_ranges(steps)})")
-    if not parts:
-        return (f"autoregressive: never worse than copy-last or the mean frame over {horizon} "
-                f"steps ({', '.join(worse)})")
-    return "autoregressive: worse in " + "; ".join(parts)
-
-
-def format_sensitivity(entry: dict | None) -> str:
-    """One line: how much better the rollout is under its own actions than another episode's."""
-    if entry is None:
-        return "action sensitivity: not measured (needs two episodes to swap actions between)"
-    gain = entry["psnr_gain"]
-    steps = ", ".join(f"step {k[5:]} {v:+.2f}" for k, v in gain.items() if k.startswith("step_"))
-    return (f"action sensitivity (PSNR under the true actions minus another episode's): "
-            f"{gain['mean_over_steps']:+.2f} dB over the steps ({steps})")
-
-
-def format_summary(summary: dict, horizon: int) -> str:
-    """A table: MSE at the first and the last quoted step, and every metric averaged over steps."""
-    last = f"step_{max(s for s in SUMMARY_STEPS if s <= horizon)}"
-    columns = {"MSE@1": ("mse", "step_1"), f"MSE@{last[5:]}": ("mse", last),
-               "MSE mean": ("mse", "mean_over_steps"), "PSNR mean": ("psnr", "mean_over_steps"),
-               "SSIM mean": ("ssim", "mean_over_steps")}
-    lines = [f"{'strategy':<16}" + "".join(f"{c:>11}" for c in columns)]
-    for strategy, metrics in summary.items():
-        if strategy not in STRATEGIES:  # action_sensitivity has its own line
-            continue
-        values = [metrics[metric][key] for metric, key in columns.values()]
-        lines.append(f"{strategy:<16}" + "".join(
-            f"{'inf' if v is None else f'{v:.4g}':>11}" for v in values))
-    return "\n".join(lines)
 
 
 def write_files(out_dir: Path, values, first, horizon: int, r: DictConfig, samples=None) -> None:

@@ -26,7 +26,7 @@ from world_models.models.sampling import (
     unroll,
     with_decay_steps,
 )
-from world_models.models.warps import Fade, KeepGate, build_warp
+from world_models.models.warps import Fade, KeepGate, build_warp, fade_param_groups
 
 SSIM_STRIDE = 4
 
@@ -295,13 +295,5 @@ class WorldModel(L.LightningModule):
                  batch_size=len(batch["frames"]))
 
     def configure_optimizers(self):
-        lr = self.hparams.lr
-        if self.fade is None:
-            return torch.optim.Adam(self.parameters(), lr=lr)
-        # At 3e-4, Adam moves a logit by 3e-4 a step: from trusting (0.99) to the ~0.3 a 30-step
-        # rollout wants is 5 units, 17,000 steps. model.fade_lr_scale lets the fade keep up.
-        faded = {id(p) for p in self.fade.parameters()}
-        rest = [p for p in self.parameters() if id(p) not in faded]
-        return torch.optim.Adam([{"params": rest},
-                                 {"params": list(self.fade.parameters()),
-                                  "lr": lr * self.hparams.get("fade_lr_scale", 1.0)}], lr=lr)
+        groups = fade_param_groups(self, self.hparams.lr, self.hparams.get("fade_lr_scale", 1.0))
+        return torch.optim.Adam(groups, lr=self.hparams.lr)
