@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from world_models.checkpointing import check_checkpoint_file
-from world_models.data.datamodule import CarRacingDataModule, check_split
+from world_models.data.datamodule import CarRacingDataModule, check_split, float_batch
 from world_models.errors import UserError
 from world_models.metrics import window_baselines
 from world_models.models.world_model import WorldModel, check_hparams
@@ -156,7 +156,8 @@ def train(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
 
-    baselines = window_baselines(datamodule.test_dataloader(), datamodule.mean_frame())
+    baselines = window_baselines(map(float_batch, datamodule.test_dataloader()),
+                                 datamodule.mean_frame())
     test_mse = float(tested[0]["test/loss"])
     # None when no epoch was validated (a resumed run carries its predecessor's best).
     best_score = checkpoint.best_model_score if best else None
