@@ -79,7 +79,7 @@ class WindowDataset(Dataset):
         e, start = self.index[i]
         stop = start + self.seq_len
         return {
-            "frames": self.frames[e][start:stop].movedim(-1, -3),  # [L, 3, H, W] uint8
+            "frames": self.frames[e][start:stop],  # [L, H, W, 3] uint8, as stored
             "actions": self.actions[e][start:stop],  # [L, 3]
         }
 
@@ -118,8 +118,12 @@ def to_float_frames(frames: torch.Tensor) -> torch.Tensor:
 
 
 def float_batch(batch: dict) -> dict:
-    """A loader's batch with frames uint8 [B, L, 3, H, W] -> float in [0, 1], where it is."""
-    return {**batch, "frames": batch["frames"].float().div_(255.0)}
+    """A loader's batch, frames uint8 [B, L, H, W, 3] -> float [B, L, 3, H, W] in [0, 1],
+    on whatever device it is. The channels move in the one copy the conversion makes anyway,
+    so the loader's collate is a plain copy of stored bytes."""
+    frames = batch["frames"].movedim(-1, -3).to(torch.float32,
+                                                  memory_format=torch.contiguous_format)
+    return {**batch, "frames": frames.div_(255.0)}
 
 
 class CarRacingDataModule(L.LightningDataModule):
