@@ -3,9 +3,10 @@
 `python benchmarks/bench_data.py` writes synthetic episodes (32x32 frames, the default
 dataset's 120 x 600 steps unless told otherwise) to a temporary directory and measures
 
-  (a) windows/s of the training DataLoader (101-frame windows every 10 steps, batch 16, uint8
-      from the memory-mapped cache) against a raw gather of the same windows, in the same
-      order, from one uint8 tensor in memory (one advanced index per batch), as a ratio;
+  (a) windows/s of the training DataLoader (101-frame windows every 10 steps, batch 16 and 64,
+      uint8 from the memory-mapped cache) against raw gathers of the same windows, batch by
+      batch, from one uint8 tensor in memory (an index_select, or a slice per window and a
+      stack), as a ratio to the faster gather;
   (b) resident (RSS) and proportional (PSS, /proc/<pid>/smaps_rollup) memory of a short
       `train.py` run with 1 process and with 2 DDP processes (`trainer=ddp`, gloo), summed over
       the processes and sampled every 0.2 s (peaks). The data's share: the PSS of the cache's
@@ -37,7 +38,7 @@ from world_models.data.cache import CACHE_DIR  # noqa: E402
 from world_models.data.datamodule import CarRacingDataModule  # noqa: E402
 from world_models.data.episodes import write_episode  # noqa: E402
 
-SIZE, SEQ_LEN, STRIDE, BATCH = 32, 101, 10, 16
+SIZE, SEQ_LEN, STRIDE, BATCH = 32, 101, 10, 16  # the default data.train_* and batch_size
 MB = 2**20
 
 
@@ -54,14 +55,14 @@ def write_dataset(directory: Path, episodes: int, steps: int) -> int:
     return episodes * (steps + 1) * SIZE * SIZE * 3
 
 
-def loader_vs_gather(directory: Path, rounds: int = 5) -> None:
+def loader_vs_gather(directory: Path, batch: int, rounds: int = 3) -> None:
     dm = CarRacingDataModule(str(directory), seq_len=10, train_seq_len=SEQ_LEN,
-                             train_stride=STRIDE, batch_size=BATCH, collect=False)
+                             train_stride=STRIDE, batch_size=batch, collect=False)
     dm.prepare_data()
     dm.setup("fit")
     dataset = dm.datasets["train"]
     loader = dm.train_dataloader()
-    order = torch.tensor(list(loader.sampler)).split(BATCH)  # the loader's batches
+    order = torch.tensor(list(loader.sampler)).split(batch)  # the loader's batches
     # The raw gathers' source: every training frame and action in one in-memory tensor each,
     # and each window's first row in them.
     flat = {"frames": torch.cat([f.clone() for f in dataset.frames]),  # [N, H, W, 3] uint8
@@ -73,37 +74,36 @@ def loader_vs_gather(directory: Path, rounds: int = 5) -> None:
         starts[key] = torch.tensor([offsets[e] + s for e, s in dataset.index])  # [W]
     steps = torch.arange(SEQ_LEN)
 
-    def through_loader() -> int:
-        return sum(len(batch["frames"]) for batch in loader)
+    def index_select(ids):  # one index_select per key
+        for key, source in flat.items():
+            rows = (starts[key][ids, None] + steps).flatten()  # [B * L]
+            source.index_select(0, rows).view(len(ids), SEQ_LEN, *source.shape[1:])
 
-    def index_select() -> int:  # one index_select per key and batch
+    def slice_stack(ids):  # a slice per window, one stack per key
+        for key, source in flat.items():
+            torch.stack([source[s : s + SEQ_LEN] for s in starts[key][ids].tolist()])
+
+    # Batch by batch, the loader's next batch and the raw gathers of the same windows, timed
+    # one after another: a burst of load hits all three alike, and the median per-batch time
+    # of each shrugs off bursts.
+    times = {"DataLoader (cache)": [], "index_select": [], "slice+stack": []}
+    for _ in range(rounds):
+        batches = iter(loader)
         for ids in order:
-            for key, source in flat.items():
-                rows = (starts[key][ids, None] + steps).flatten()  # [B * L]
-                source.index_select(0, rows).view(len(ids), SEQ_LEN, *source.shape[1:])
-        return len(dataset)
-
-    def slice_stack() -> int:  # a slice per window, one stack per key and batch
-        for ids in order:
-            for key, source in flat.items():
-                torch.stack([source[s : s + SEQ_LEN] for s in starts[key][ids].tolist()])
-        return len(dataset)
-
-    fns = {"DataLoader (cache)": through_loader, "index_select": index_select,
-           "slice+stack": slice_stack}
-    rates = {name: [] for name in fns}
-    for _ in range(rounds):  # interleaved: load drifts hit all alike
-        for name, fn in fns.items():
             started = time.perf_counter()
-            windows = fn()
-            rates[name].append(windows / (time.perf_counter() - started))
-    medians = {name: statistics.median(r) for name, r in rates.items()}
-    loader_rate = medians.pop("DataLoader (cache)")
-    gathers = ", ".join(f"{name} {rate:,.0f}" for name, rate in medians.items())
-    print(f"(a) windows/s of {SEQ_LEN} frames + actions, batch {BATCH}, {len(dataset)} windows "
-          f"an epoch, median of {rounds}: DataLoader (cache) {loader_rate:,.0f}; raw gathers "
-          f"from memory: {gathers}; loader / best gather "
-          f"**{loader_rate / max(medians.values()):.2f}x**")
+            next(batches)
+            times["DataLoader (cache)"].append(time.perf_counter() - started)
+            for name, gather in (("index_select", index_select), ("slice+stack", slice_stack)):
+                started = time.perf_counter()
+                gather(ids)
+                times[name].append(time.perf_counter() - started)
+    rates = {name: batch / statistics.median(t) for name, t in times.items()}
+    loader_rate = rates.pop("DataLoader (cache)")
+    gathers = ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
+    print(f"(a) windows/s of {SEQ_LEN} frames + actions, batch {batch}, {len(dataset)} windows "
+          f"an epoch x {rounds}, from median batch times: DataLoader (cache) {loader_rate:,.0f}; "
+          f"raw gathers from memory: {gathers}; loader / best gather "
+          f"**{loader_rate / max(rates.values()):.2f}x**")
 
 
 def tree(pid: int) -> list[int]:
@@ -203,8 +203,9 @@ def above_the_cap(work: Path, cap_mb: int) -> None:
             verdict = (f"trains ({time.perf_counter() - started:.0f} s, peak RSS "
                        f"{peak['rss']:,.0f} MB, PSS {peak['pss']:,.0f} MB)")
         except SystemExit:
-            last = log.read_text().strip().splitlines()[-1:] or ["?"]
-            verdict = f"fails: {last[0][:120]}"
+            lines = log.read_text().splitlines()
+            errors = [line for line in lines if "Error" in line or "error:" in line] or ["?"]
+            verdict = f"fails: {errors[-1].strip()[:120]}"
         print(f"(c) {size / MB:,.0f} MB of frames ({size / MB / cap_mb:.1f}x) under a "
               f"{cap_mb} MB RLIMIT_DATA cap, data.cache={cache}: {verdict}")
 
@@ -213,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=120)
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--cap-mb", type=int, default=1024, help="(c)'s RLIMIT_DATA cap")
+    parser.add_argument("--cap-mb", type=int, default=768, help="(c)'s RLIMIT_DATA cap")
     parser.add_argument("--skip", default="", help="parts to skip, e.g. bc")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -224,8 +225,8 @@ def main() -> None:
         size = write_dataset(work / "data", args.episodes, args.steps)
         print(f"dataset: {args.episodes} episodes x {args.steps} steps, {size / MB:,.0f} MB of "
               f"frames")
-        if "a" not in args.skip:
-            loader_vs_gather(work / "data")
+        for batch in () if "a" in args.skip else (BATCH, 4 * BATCH):
+            loader_vs_gather(work / "data", batch)
         if "b" not in args.skip:
             ddp_memory(work / "data", work)
         if "c" not in args.skip:
