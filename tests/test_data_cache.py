@@ -132,6 +132,14 @@ def test_cache_and_memory_serve_the_same_batches(tiny_data, tmp_path):
         assert torch.equal(a["frames"], b["frames"])
 
 
+def test_worker_processes_read_the_map(tiny_data):
+    here, workers = datamodule(tiny_data), datamodule(tiny_data, num_workers=2)
+    served = list(workers.train_dataloader())  # forked workers, each reading the map
+    assert len(served) == len(here.train_dataloader()) > 1
+    for a, b in zip(here.train_dataloader(), served, strict=True):
+        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["actions"], b["actions"])
+
+
 def test_uint8_batches_give_the_loss_of_float_batches(tiny_data):
     from world_models.models.world_model import WorldModel
 
