@@ -84,18 +84,17 @@ def loader_vs_gather(directory: Path, batch: int, rounds: int = 3) -> None:
             torch.stack([source[s : s + SEQ_LEN] for s in starts[key][ids].tolist()])
 
     # Batch by batch, the loader's next batch and the raw gathers of the same windows, timed
-    # one after another: a burst of load hits all three alike, and the median per-batch time
-    # of each shrugs off bursts.
+    # one after another in a rotating order: a burst of load hits all three alike, and the
+    # median per-batch time of each shrugs off bursts.
     times = {"DataLoader (cache)": [], "index_select": [], "slice+stack": []}
     for _ in range(rounds):
         batches = iter(loader)
-        for ids in order:
-            started = time.perf_counter()
-            next(batches)
-            times["DataLoader (cache)"].append(time.perf_counter() - started)
-            for name, gather in (("index_select", index_select), ("slice+stack", slice_stack)):
+        measures = [("DataLoader (cache)", lambda ids, batches=batches: next(batches)),
+                    ("index_select", index_select), ("slice+stack", slice_stack)]
+        for i, ids in enumerate(order):
+            for name, fetch in measures[i % 3 :] + measures[: i % 3]:
                 started = time.perf_counter()
-                gather(ids)
+                fetch(ids)
                 times[name].append(time.perf_counter() - started)
     rates = {name: batch / statistics.median(t) for name, t in times.items()}
     loader_rate = rates.pop("DataLoader (cache)")
