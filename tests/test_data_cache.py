@@ -2,6 +2,7 @@
 same windows and losses as reading the episodes into memory, uint8 until the device."""
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from tests.helpers import counting_episode, write_counting_dataset
+from tests.test_filesystem_faults import mount  # noqa: F401  (the fixture: real tmpfs mounts)
 from world_models.data.cache import CACHE_DIR, cached_episodes
 from world_models.data.datamodule import CarRacingDataModule, float_batch, to_float_frames
 from world_models.data.episodes import dataset_files, episode_files, write_episode
@@ -226,3 +228,26 @@ def test_cache_and_memory_train_to_the_same_test_mse(run_cli, tiny_data, tmp_pat
         assert proc.returncode == 0, proc.stderr[-3000:]
         mse[cache] = json.loads((tmp_path / cache / "results.json").read_text())["test_mse"]
     assert mse["true"] == mse["false"], mse
+
+
+# -- filesystem faults: real tmpfs mounts (root only; skipped elsewhere) -----------------------
+
+
+def test_a_full_disk_during_a_build_is_named_and_leaves_no_cache(mount):  # noqa: F811
+    directory = write_counting_dataset(mount("size=64k") / "data", [200, 200], size=16)
+    with pytest.raises(UserError, match=r"^data.cache: cannot build .*No space left on device"):
+        load(directory)
+    assert builds(directory) == [] and len(episode_files(directory)) == 2
+
+
+def test_a_read_only_dataset_without_a_cache_is_named_and_trains_with_cache_false(mount):  # noqa: F811
+    where = mount("size=1m")
+    directory = write_counting_dataset(where / "data", [20, 20, 20])
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+    with pytest.raises(UserError, match=r"^data.cache: .*Read-only file system.*data.cache=false"):
+        load(directory)
+    dm = CarRacingDataModule(str(directory), seq_len=5, split=[0.6, 0.2, 0.2], collect=False,
+                             cache=False)
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.datasets["train"]) == 4
