@@ -11,7 +11,8 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 # Where make report and make compare write their markdown and figures.
 OUT ?= reports
-# make compare STUDY=open_loop runs conf/study/open_loop.yaml; DIR=... continues a runs directory.
+# make compare runs conf/study/drift.yaml, make compare STUDY=open_loop conf/study/open_loop.yaml;
+# DIR=... continues a runs directory.
 STUDY ?=
 DIR ?=
 STAMP := $(VENV)/.installed

@@ -4,7 +4,7 @@ import os
 
 import hydra
 
-from world_models.errors import exit_on_user_error
+from world_models.errors import exit_on_user_error, run_hydra_app
 
 # The simulator's module sets SDL_VIDEODRIVER=dummy when it is unset, for headless collection;
 # the interactive window needs what the user had, so read it before anything imports it.
@@ -20,4 +20,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

@@ -2,7 +2,7 @@
 
 import hydra
 
-from world_models.errors import exit_on_user_error
+from world_models.errors import exit_on_user_error, run_hydra_app
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
@@ -14,4 +14,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

@@ -4,7 +4,7 @@ import os
 
 import hydra
 
-from world_models.errors import exit_on_user_error, sweeper_records_failures
+from world_models.errors import exit_on_user_error, run_hydra_app, sweeper_records_failures
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
@@ -12,6 +12,9 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg) -> float | None:
+    from world_models.settings import check_types
+
+    check_types(cfg)  # a mistyped number is refused before torch and Lightning are imported
     from world_models.training import train
     from world_models.tuning import check_objective, objective_value
 
@@ -22,4 +25,4 @@ def main(cfg) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

@@ -1,52 +1,45 @@
-"""Shared fixtures: one tiny real dataset per session, and the real `train.py` command line."""
+"""Shared fixtures: one tiny real dataset and one tiny trained run per session, and the real
+command lines (tests/helpers.run_cli)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import helpers
 
 
 @pytest.fixture(scope="session")
-def cli_env(tmp_path_factory) -> dict[str, str]:
-    """Environment for the CLI: headless, W&B offline and quiet, wandb's caches in a tmp dir."""
-    home = tmp_path_factory.mktemp("wandb_home")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HYDRA_FULL_ERROR", "WANDB_API_KEY", "LOCAL_RANK", "RANK", "WORLD_SIZE")}
-    env.update(
-        SDL_VIDEODRIVER="dummy",
-        OMP_NUM_THREADS="1",  # tiny models; tests run two processes at a time on 2 cores
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        WANDB_CONFIG_DIR=str(home / "config"),
-        WANDB_CACHE_DIR=str(home / "cache"),
-        WANDB_DATA_DIR=str(home / "data"),
-    )
-    return env
+def cli_env() -> dict[str, str]:
+    """The environment run_cli gives a command line, for tests that start their own Popen."""
+    return helpers.cli_env()
 
 
 @pytest.fixture(scope="session")
-def run_cli(cli_env):
+def run_cli():
     """run_cli(*args, timeout=...) -> CompletedProcess of `python *args` in the repo root."""
-
-    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, *args], cwd=ROOT, env=cli_env,
-                              capture_output=True, text=True, timeout=timeout)
-
-    return run
+    return helpers.run_cli
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory, run_cli) -> Path:
+def tiny_data(tmp_path_factory) -> Path:
     """A tiny dataset (conf/data/tiny.yaml: 5 episodes of 30 steps), collected once by the
     real collector."""
     root = tmp_path_factory.mktemp("tiny_data")
     data_dir = root / "tiny"
-    proc = run_cli("-m", "world_models.collect", "data=tiny", f"data.dir={data_dir}",
-                   "collect.workers=1", f"hydra.run.dir={root / 'collect_run'}")
+    proc = helpers.run_cli("-m", "world_models.collect", "data=tiny", f"data.dir={data_dir}",
+                           "collect.workers=1", f"hydra.run.dir={root / 'collect_run'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(data_dir.glob("*.npz")), f"no episodes in {data_dir}"
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_data) -> Path:
+    """The run directory of one epoch of model.hidden_size=16 on the tiny data, trained once by
+    the real train.py and shared by the tests that only need a checkpoint and its run."""
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    proc = helpers.run_cli("train.py", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
+                           "model.hidden_size=16", "trainer.max_epochs=1",
+                           f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir

@@ -3,34 +3,50 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
+from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
 
 from world_models.data.episodes import write_episode
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(args, timeout=600, **env):
-    """Run a project command line as a user would; return the CompletedProcess."""
-    full_env = {
-        **os.environ,
-        "SDL_VIDEODRIVER": "dummy",
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "HYDRA_FULL_ERROR": "0",
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a project command line in a test: headless, one thread, W&B offline
+    and quiet with its caches under a temporary directory, Hydra's short errors; plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HYDRA_FULL_ERROR", "WANDB_API_KEY", "LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    wandb_home = Path(tempfile.gettempdir()) / f"world_models_tests_wandb_{os.getuid()}"
+    env.update(
+        SDL_VIDEODRIVER="dummy",
+        OMP_NUM_THREADS="1",  # tiny models; tests run two processes at a time on 2 cores
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_CONFIG_DIR=str(wandb_home / "config"),
+        WANDB_CACHE_DIR=str(wandb_home / "cache"),
+        WANDB_DATA_DIR=str(wandb_home / "data"),
     )
+    return {**env, **extra}
+
+
+def run_cli(*args, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """`python *args` in the repository root, as a user would type it (extra environment
+    variables as keywords); the CompletedProcess, its output captured as text. The one way the
+    tests run a command line."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=cli_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def compose_config(name: str, *overrides: str) -> DictConfig:
+    """conf/<name>.yaml composed with `overrides` in this process, as the command line would
+    compose it (no run directory: give paths.output_dir where one is needed)."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose(name, overrides=list(overrides))
 
 
 def counting_episode(steps: int, size: int = 4, offset: int = 0) -> dict:

@@ -1,4 +1,5 @@
-"""The rollout callback inside real `train.py` runs on the tiny real dataset (see conftest.py).
+"""The rollout callback inside real training runs (the real train.yaml, in this process) on the
+tiny real dataset (see conftest.py).
 
 Tiny episodes have 30 steps and one of them is the validation split, so the default horizon
 (50) is capped to 30 there; hidden_size=16 keeps each run to its start-up and a few seconds.
@@ -15,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, compose_config
 from world_models import plots
 from world_models.callbacks import RolloutCallback
 from world_models.data.datamodule import CarRacingDataModule
@@ -31,11 +32,14 @@ def grid_size(horizon: int) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def train(run_cli, tiny_data):
+def train(tiny_data):
+    """train(run_dir, *overrides): training.train on the real train.yaml in this process."""
+    from world_models.training import train as train_here
+
     def run(run_dir, *overrides):
-        proc = run_cli("train.py", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
-                       "model.hidden_size=16", f"hydra.run.dir={run_dir}", *overrides)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        train_here(compose_config("train", "data=tiny", f"data.dir={tiny_data}",
+                                  "data.collect=false", "model.hidden_size=16",
+                                  f"paths.output_dir={run_dir}", *overrides))
         return run_dir
 
     return run

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, run
+from tests.helpers import ROOT, cli_env, compose_config, run_cli
 from world_models.data.card import dataset_card
-from world_models.data.collection import CollectSpec, collect, downsample
+from world_models.data.collection import CollectSpec, collect, collect_from_config, downsample
 from world_models.data.episodes import episode_files, read_episode, write_episode
 from world_models.errors import UserError
 
@@ -45,8 +45,8 @@ def test_downsample_averages_blocks():
 
 def test_cli_collects_tiny_dataset_with_card(tmp_path):
     out = tmp_path / "tiny"
-    result = run(["-m", "world_models.collect", *TINY, f"data.dir={out}",
-                  f"hydra.run.dir={tmp_path / 'log'}"])
+    result = run_cli("-m", "world_models.collect", *TINY, f"data.dir={out}",
+                  f"hydra.run.dir={tmp_path / 'log'}")
     assert result.returncode == 0, result.stderr
     files = episode_files(out)
     assert len(files) == 5
@@ -89,11 +89,11 @@ def test_interrupted_collection_resumes_to_the_same_dataset(tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=6", "collect.workers=1",
             f"hydra.run.dir={tmp_path / 'log'}"]
-    assert run([*args, f"data.dir={full}"]).returncode == 0
+    assert run_cli(*args, f"data.dir={full}").returncode == 0
     proc = subprocess.Popen(
         [sys.executable, *args, f"data.dir={resumed}"],
         cwd=ROOT,
-        env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -107,7 +107,7 @@ def test_interrupted_collection_resumes_to_the_same_dataset(tmp_path):
     for f in done:  # whatever a reader lists is complete
         read_episode(f)
     before = {f.name: f.stat().st_mtime_ns for f in done}
-    result = run([*args, f"data.dir={resumed}"])
+    result = run_cli(*args, f"data.dir={resumed}")
     assert result.returncode == 0, result.stderr
     assert f"({len(done)} already there)" in result.stdout
     assert {f.name: f.stat().st_mtime_ns for f in done} == before  # finished files untouched
@@ -121,7 +121,7 @@ def test_ctrl_c_says_in_one_line_what_is_kept_and_exits_130(tmp_path):
             f"data.dir={data_dir}", f"hydra.run.dir={tmp_path / 'log'}"]
     # A session of its own, so the SIGINT goes to the whole process group as a terminal's does.
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, start_new_session=True,
-                            env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+                            env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not episode_files(data_dir):
@@ -138,7 +138,7 @@ def test_ctrl_c_says_in_one_line_what_is_kept_and_exits_130(tmp_path):
     assert not list(data_dir.glob(".*.tmp"))
     for f in kept:
         read_episode(f)
-    result = run(args)
+    result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"({len(kept)} already there)" in result.stdout
 
@@ -148,7 +148,7 @@ def test_two_collectors_in_one_directory_split_the_episodes(tmp_path):
     args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=8", "collect.workers=1",
             f"data.dir={data_dir}"]
     procs = [subprocess.Popen([sys.executable, *args, f"hydra.run.dir={tmp_path / str(n)}"],
-                              cwd=ROOT, env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+                              cwd=ROOT, env=cli_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for n in range(2)]
     outputs = [proc.communicate(timeout=300) for proc in procs]
@@ -191,7 +191,6 @@ def test_card_counts_motion(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("policy=nope", "Could not find 'policy/nope'"),
         ("policy.name=nope", "policy.name: unknown policy 'nope'; available: brownian, uniform"),
         ("data.resolution=40", "data.resolution: expected a divisor of 96"),
         ("collect.env=nope", "collect.env: expected one of 'fast', 'stock'"),
@@ -201,11 +200,25 @@ def test_card_counts_motion(tmp_path):
         ("data.episode_steps=1.5", "data.episode_steps: expected an integer, got '1.5'"),
     ],
 )
+def test_bad_collect_settings_are_refused_naming_the_key(tmp_path, override, message):
+    """The real collect.yaml composed in this process; nothing is collected."""
+    cfg = compose_config("collect", *TINY, f"data.dir={tmp_path / 'd'}", override)
+    with pytest.raises(UserError) as err:
+        collect_from_config(cfg, progress=False)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not list(tmp_path.rglob("*.npz"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("policy=nope", "error: In 'collect': Could not find 'policy/nope'; Available options in "
+                    "'policy': brownian, uniform"),
+    ("seed=abc", "error: seed: expected an integer, got 'abc'"),
+])
 def test_bad_collect_settings_exit_with_one_line(tmp_path, override, message):
-    result = run(["-m", "world_models.collect", *TINY, f"data.dir={tmp_path / 'd'}", override,
-                  f"hydra.run.dir={tmp_path / 'log'}"])
-    assert result.returncode != 0
-    assert message in result.stderr
+    result = run_cli("-m", "world_models.collect", *TINY, f"data.dir={tmp_path / 'd'}", override,
+                     f"hydra.run.dir={tmp_path / 'log'}")
+    assert result.returncode == 2
+    assert [ln for ln in result.stderr.splitlines() if ln.strip()] == [message]
     assert "Traceback" not in result.stderr + result.stdout
 
 
@@ -253,8 +266,8 @@ def test_more_episodes_collect_just_the_missing_ones_and_fewer_are_refused(tmp_p
 
 
 def test_cli_refuses_a_setting_the_dataset_was_not_collected_with(tiny_data, tmp_path):
-    result = run(["-m", "world_models.collect", "data=tiny", f"data.dir={tiny_data}",
-                  "data.episode_steps=40", f"hydra.run.dir={tmp_path / 'log'}"])
+    result = run_cli("-m", "world_models.collect", "data=tiny", f"data.dir={tiny_data}",
+                  "data.episode_steps=40", f"hydra.run.dir={tmp_path / 'log'}")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip() == (
         f"error: data.episode_steps: '{tiny_data}' was collected with data.episode_steps=30 but "

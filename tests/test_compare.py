@@ -1,5 +1,6 @@
 """`python -m world_models.compare`: its pure pieces on fake run files (fast), and the real
-command line end to end on the tiny dataset (slow: 8 variants x 2 seeds x train + evaluate)."""
+command line end to end on the tiny dataset (slow: every variant of conf/study/drift.yaml x 2
+seeds x train + evaluate). The expectations come from the study file."""
 
 import json
 import re
@@ -7,11 +8,12 @@ import statistics
 
 import pytest
 
-from world_models import compare, comparison
+from world_models import compare, comparison, studies
 
 TINY = ("data=tiny", "data.collect=false", "trainer.max_epochs=1", "model.hidden_size=16",
         "rollout.horizon=20")
-VARIANTS = tuple(compare.STAGE1)  # stage 1, as compare.py defines it
+DRIFT = studies.load_study("drift")  # make compare's default study
+VARIANTS = tuple(DRIFT["variants"])  # stage 1
 
 
 def fake_run(run_dir, test_mse, val_mse, ar150, seed=0):
@@ -26,6 +28,7 @@ def fake_run(run_dir, test_mse, val_mse, ar150, seed=0):
                    "ssim": {"step_50": 0.5}} for s, v in ar.items()}
     data = {"dir": "d", "batch_size": 4, "seq_len": 5, "num_episodes": 5, "episode_steps": 30,
             "split": [0.6, 0.2, 0.2]}
+    metrics["action_sensitivity"] = {"psnr_gain": {"mean_over_steps": 0.5 + seed}}
     summary = {"metrics": metrics, "sequences": 2, "horizon": 150, "context": 1, "data": data}
     (run_dir / "results.json").write_text(json.dumps(results))
     (run_dir / "evaluate" / "summary.json").write_text(json.dumps(summary))
@@ -51,23 +54,28 @@ def test_pick_best_takes_the_lowest_mean_validation_mse_of_the_candidates():
     # still but is not a stage-2 candidate.
     found = {"report": runs(1.0, 5.0), "residual": runs(2.5, 2.5), "conv": runs(4.0, None),
              "transformer": runs(0.1, 0.1)}
-    assert compare.pick_best(found) == "residual"
-    assert compare.pick_best({**found, "conv": runs(None, 2.0)}) == "conv"
+    candidates = DRIFT["stage2"]["candidates"]
+    assert "transformer" not in candidates
+    assert compare.pick_best(found, candidates) == "residual"
+    assert compare.pick_best({**found, "conv": runs(None, 2.0)}, candidates) == "conv"
 
 
 def test_stage2_words_and_merge():
-    variants = compare.stage2("conv", steps=1000)
-    assert list(variants) == ["conv+ss", "conv+noise", "conv+ss+noise"]
-    assert "train.scheduled_sampling.decay_steps=600" in variants["conv+ss+noise"]
-    assert "train.input_noise=0.02" in variants["conv+ss+noise"]
-    assert "model.encoder=conv" in variants["conv+noise"]
-    # stage 1 is plain whatever train.yaml's defaults; each technique replaces its own part
-    teacher_forced, clean = compare.PLAIN[:2]
-    assert all(set(compare.PLAIN) <= set(words) for words in compare.STAGE1.values())
-    assert teacher_forced in variants["conv+noise"] and teacher_forced not in variants["conv+ss"]
-    assert clean in variants["conv+ss"] and clean not in variants["conv+noise"]
+    variants = compare.stage2(DRIFT, "conv")
+    stage2 = DRIFT["stage2"]["variants"]
+    assert list(variants) == [f"conv+{name}" for name in stage2]
+    for name, extra in stage2.items():  # the best's words, then the technique's
+        assert set(extra) <= set(variants[f"conv+{name}"])
+        assert set(DRIFT["variants"]["conv"]) <= set(variants[f"conv+{name}"])
+    # stage 1 is plain whatever train.yaml's defaults; a technique's words override the study's
+    plain = {compare.key_of(w): w for w in DRIFT["train"]}
+    ss = "train.scheduled_sampling.schedule"
+    assert plain[ss] == f"{ss}=none" and f"{ss}=linear" in variants["conv+ss"]
+    words = compare.merge(DRIFT["train"], variants["conv+ss+noise"], ["trainer.max_epochs=1"])
+    assert f"{ss}=linear" in words and "train.input_noise=0.02" in words
+    assert "trainer.max_epochs=1" in words and "trainer.max_epochs=12" not in words
     # one word per key, the later list's winning (the user's budget over the default)
-    assert compare.merge(compare.BUDGET, ["trainer.max_epochs=1", "data=tiny"]) == [
+    assert compare.merge(["trainer.max_epochs=12"], ["trainer.max_epochs=1", "data=tiny"]) == [
         "trainer.max_epochs=1", "data=tiny"]
 
 
@@ -79,7 +87,8 @@ def test_comparison_table_and_goals_come_from_the_files(tmp_path):
     }
     runs = {v: [fake_run(tmp_path / "runs" / v / f"seed{k}", *n, seed=k) for k, n in enumerate(s)]
             for v, s in numbers.items()}
-    info = {"root": tmp_path / "runs", "seeds": [0, 1], "best": "residual", "steps": 15,
+    info = {"study": DRIFT, "root": tmp_path / "runs", "seeds": [0, 1], "best": "residual",
+            "steps": 15,
             "val_mse": {"report": 1.6e-3, "residual": 0.55e-3}, "walls": {"a": 60.0, "b": 30.0},
             "invocation_seconds": 90.0}
     markdown = comparison.write(runs, tmp_path / "reports", info).read_text()
@@ -89,7 +98,9 @@ def test_comparison_table_and_goals_come_from_the_files(tmp_path):
     assert rows["residual"][:5] == [
         "1,000", "10 ± 1", "500", "0.00055 ± 7.07e-05",
         f"{statistics.fmean(tests):.3g} ± {statistics.stdev(tests):.3g}"]
-    assert rows["copy-last"] == [*["n/a"] * 4, "0.001", "1.00", "0.01", "0.02", "0.02", "0.500"]
+    assert rows["copy-last"] == [*["n/a"] * 4, "0.001", "1.00", "0.01", "0.02", "0.02", "0.500",
+                                 "n/a"]
+    assert rows["residual"][-1] == "+1.00 ± 0.71"  # action sensitivity, seeds 0.5 and 1.5 dB
     goals = [line for line in markdown.splitlines() if line.startswith("- **")]
     assert goals[0].startswith("- **MET**: one-step") and "residual 0.45x" in goals[0]
     assert goals[1].startswith("- **MET**: AR MSE at step 150") and \
@@ -98,6 +109,7 @@ def test_comparison_table_and_goals_come_from_the_files(tmp_path):
     assert goals[2].startswith("- **NOT MET**: scheduled sampling") and "(-55%)" in goals[2] \
         and "(+16%)" in goals[2]
     assert "1.5 min for all train and evaluate processes" in markdown
+    assert f"- conv: `{' '.join(DRIFT['variants']['conv'])}`" in markdown  # the study's words
     assert (tmp_path / "reports" / "figures" / "compare_ar_mse.png").stat().st_size > 1000
 
 
@@ -130,7 +142,9 @@ def test_compare_end_to_end_and_resumes(run_cli, tiny_data, tmp_path):
     assert all(line.startswith("- **NOT MEASURED**") for line in goals[1:]) and len(goals) == 4
     assert (out / "figures" / "compare_ar_mse.png").stat().st_size > 1000
     steps = json.loads(results[best, 0].read_text())["optimizer_steps"]
-    assert f"over the first {round(0.6 * steps)} of {steps} steps" in markdown
+    decay = next(w for w in DRIFT["stage2"]["variants"]["ss"] if ".decay=" in w)
+    first = round(float(decay.split("=")[1]) * steps)
+    assert f"over the first {first} of {steps} steps" in markdown
 
     mtimes = {key: path.stat().st_mtime_ns for key, path in results.items()}
     again = run_cli(*args, timeout=300)

@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import run_cli
 from world_models.data.convert import convert_pickle, load_course_pickle
 from world_models.data.episodes import episode_files, read_episode
 from world_models.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _episodes(seed: int = 0) -> list:
@@ -50,13 +48,7 @@ class _Evil:
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "world_models.convert_pickle", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli("-m", "world_models.convert_pickle", *args, timeout=120)
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])

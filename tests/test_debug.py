@@ -1,9 +1,15 @@
-"""The debug presets (conf/debug/) through the real train.py command line on tiny data."""
+"""The debug presets (conf/debug/) composed with the real train.yaml and run in this process on
+tiny data (the command line's one-line contract is test_train.py's)."""
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stdout
+from io import StringIO
 
 import pytest
+
+from tests.helpers import compose_config
+from world_models.errors import UserError
+from world_models.training import train
 
 SMALL = ("model.hidden_size=16",)
 RUNS = {
@@ -16,35 +22,37 @@ RUNS = {
 
 
 @pytest.fixture(scope="module")
-def runs(run_cli, tiny_data, tmp_path_factory):
-    """runs(name) -> (run_dir, process) of RUNS[name]; the first call starts them all, two at
-    a time (the machine has 2 cores)."""
-    pool, futures = ThreadPoolExecutor(max_workers=2), {}
-
-    def start(overrides):
-        run_dir = tmp_path_factory.mktemp("debug") / "run"
-        return run_dir, run_cli("train.py", "data=tiny", f"data.dir={tiny_data}",
-                                "data.collect=false", f"hydra.run.dir={run_dir}", *SMALL,
-                                *overrides)
+def runs(tiny_data, tmp_path_factory):
+    """runs(name) -> (run_dir, what it printed, the UserError it ended with or None) of
+    RUNS[name], run once."""
+    done = {}
 
     def get(name):
-        if not futures:
-            futures.update({n: pool.submit(start, o) for n, o in RUNS.items()})
-        return futures[name].result()
+        if name not in done:
+            run_dir = tmp_path_factory.mktemp("debug") / "run"
+            cfg = compose_config("train", "data=tiny", f"data.dir={tiny_data}",
+                                 "data.collect=false", f"paths.output_dir={run_dir}", *SMALL,
+                                 *RUNS[name])
+            printed, error = StringIO(), None
+            with redirect_stdout(printed):
+                try:
+                    train(cfg)
+                except UserError as err:
+                    error = err
+            done[name] = (run_dir, printed.getvalue(), error)
+        return done[name]
 
-    yield get
-    pool.shutdown(cancel_futures=True)
+    return get
 
 
-def ok(proc):
-    tail = f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{tail}"
-    assert "Traceback" not in proc.stdout + proc.stderr
+def ok(run):
+    run_dir, printed, error = run
+    assert error is None, f"{error}\n{printed[-2000:]}"
+    return run_dir, printed
 
 
 def test_fast_runs_one_batch_of_each_stage_and_the_rollout_without_checkpoints(runs):
-    run_dir, proc = runs("fast")
-    ok(proc)
+    run_dir, _ = ok(runs("fast"))
     results = json.loads((run_dir / "results.json").read_text())
     assert results["optimizer_steps"] == 1
     assert results["test_mse"] > 0
@@ -53,30 +61,26 @@ def test_fast_runs_one_batch_of_each_stage_and_the_rollout_without_checkpoints(r
 
 
 def test_overfit_reaches_the_threshold_and_stops(runs):
-    run_dir, proc = runs("overfit")
-    ok(proc)
-    line = next(ln for ln in proc.stdout.splitlines() if "overfit: train/loss" in ln)
+    run_dir, printed = ok(runs("overfit"))
+    line = next(ln for ln in printed.splitlines() if "overfit: train/loss" in ln)
     assert "it learns" in line
     epochs = json.loads((run_dir / "results.json").read_text())["epochs"]
     assert 1 <= epochs < 300  # stopped early, before trainer.max_epochs
 
 
 def test_overfit_fails_in_one_line_when_the_model_cannot_learn(runs):
-    run_dir, proc = runs("overfit-stuck")
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
-    assert last.startswith("error: callbacks.overfit.threshold:")
-    assert "in 3 epochs" in last
+    run_dir, _, error = runs("overfit-stuck")
+    assert error is not None and "\n" not in str(error)
+    assert str(error).startswith("callbacks.overfit.threshold:")
+    assert "in 3 epochs" in str(error)
     assert not (run_dir / "results.json").exists()
 
 
 def test_profile_leaves_its_report_and_prints_the_slowest_actions(runs):
-    run_dir, proc = runs("profile")
-    ok(proc)
+    run_dir, printed = ok(runs("profile"))
     report = (run_dir / "profile" / "fit-report.txt").read_text()
     assert "run_training_batch" in report
-    lines = proc.stdout.splitlines()
+    lines = printed.splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.startswith("slowest actions of"))
     rows = lines[head + 2 : head + 12]
     assert len(rows) == 10 and all(r.split()[0].replace(".", "").isdigit() for r in rows)

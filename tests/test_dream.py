@@ -3,7 +3,6 @@ real dream.py command line, and the interactive window driven headless by inject
 
 import json
 import subprocess
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -11,23 +10,19 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import ROOT, compose_config
 from world_models.data.episodes import episode_files, read_episode
 from world_models.data.replay import Replay, episode_start
-from world_models.dream import dream_and_drive
+from world_models.dream import dream, dream_and_drive
 from world_models.envs import make_env
+from world_models.errors import UserError
 from world_models.evaluation import load_model
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ckpt(run_cli, tiny_data, tmp_path_factory):
+def ckpt(tiny_run):
     """A small model trained for one epoch on the tiny data (its run remembers data.dir)."""
-    run_dir = tmp_path_factory.mktemp("dream_model") / "run"
-    proc = run_cli("train.py", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
-                   "model.hidden_size=16", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir / "checkpoints" / "last.ckpt"
+    return tiny_run / "checkpoints" / "last.ckpt"
 
 
 class RecordActions(gym.Wrapper):
@@ -101,20 +96,32 @@ def test_manoeuvres_drive_the_simulator_and_the_model_differently(ckpt, tiny_dat
     assert not torch.equal(dream_left[-1], dream_right[-1])  # the model was told
 
 
-@pytest.mark.parametrize("override, message", [
+BAD = [
     (["mode=nope"], "mode: expected one of script, interactive"),
-    # These two load the model and the data first: the slow suite's.
-    pytest.param(["episode=99"], "episode: expected 0 <= episode <", marks=pytest.mark.slow),
-    pytest.param(["actions_file=missing.npy"], "actions_file: 'missing.npy' does not exist",
-                 marks=pytest.mark.slow),
+    (["episode=99"], "episode: expected 0 <= episode <"),
+    (["actions_file=missing.npy"], "actions_file: 'missing.npy' does not exist"),
     (["manoeuvres.left=[-2,0,0]"], "manoeuvres.left: action [-2.0, 0.0, 0.0] at step 0"),
     (["mode=interactive"], "mode: interactive found no display (SDL video driver 'dummy')"),
-])
-def test_bad_input_is_refused_in_one_line(run_cli, ckpt, tmp_path, override, message):
-    proc = run_cli("dream.py", f"ckpt={ckpt}", *override, f"hydra.run.dir={tmp_path}")
+]
+
+
+@pytest.mark.parametrize("override, message", BAD, ids=[o[0] for o, _ in BAD])
+def test_bad_input_is_refused_naming_it(ckpt, tiny_data, tmp_path, override, message):
+    """The real dream.yaml composed in this process (the data: the run's, as dream.py takes
+    it), each case a one-line UserError."""
+    cfg = compose_config("dream", f"ckpt={ckpt}", "data=tiny", f"data.dir={tiny_data}",
+                         f"paths.output_dir={tmp_path}", *override)
+    with pytest.raises(UserError) as err:
+        dream(cfg, video_driver="dummy")
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_bad_input_is_refused_in_one_line_by_the_cli(run_cli, ckpt, tmp_path):
+    proc = run_cli("dream.py", f"ckpt={ckpt}", "mode=nope", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    assert message in [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
+        "error: mode: expected one of script, interactive, got 'nope'"]
 
 
 def test_interactive_keys_reach_the_model_and_the_simulator(ckpt, tiny_data):

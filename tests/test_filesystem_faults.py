@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import run
+from tests.helpers import run_cli
 from world_models.data.convert import convert_pickle
 from world_models.data.episodes import episode_files, read_episode, write_episode
 from world_models.errors import UserError
@@ -38,8 +38,8 @@ def mount(tmp_path):
 
 
 def collect(data_dir: Path, log: Path, *overrides: str):
-    return run(["-m", "world_models.collect", "data=tiny", f"data.dir={data_dir}",
-                f"hydra.run.dir={log}", *overrides])
+    return run_cli("-m", "world_models.collect", "data=tiny", f"data.dir={data_dir}",
+                f"hydra.run.dir={log}", *overrides)
 
 
 def one_line(proc, *words: str) -> str:

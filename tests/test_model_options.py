@@ -1,26 +1,25 @@
 """The model and training options: encoders, residual decoding, warps, the transformer's context,
-L1, scheduled sampling, input noise, their validation, and one real CLI run with all of them.
+L1, scheduled sampling, input noise and their validation. The configs that choose them, and one
+real CLI run with all of them: test_configs.py.
 
 The contract every core honours (shapes, state passing, learning) is in test_cores.py.
 """
 
-import csv
-import json
-import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from tests.helpers import ROOT
 from world_models import rollout
 from world_models.errors import UserError
 from world_models.models.cores import CausalTransformer, build_core
 from world_models.models.frames import build_frame_codec
-from world_models.models.sampling import scheduled_rollout, true_frame_probability
+from world_models.models.sampling import (
+    scheduled_rollout,
+    true_frame_probability,
+    with_decay_steps,
+)
 from world_models.models.warps import build_warp
 from world_models.models.world_model import WorldModel
-from world_models.training import check_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")  # no Trainer here
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -189,6 +188,14 @@ def test_linear_schedule_endpoints():
     assert true_frame_probability({"schedule": "none"}, 10**6) == 1.0
 
 
+def test_linear_decay_is_a_fraction_of_the_runs_steps_unless_given_in_steps():
+    schedule = {"schedule": "linear", "start": 1.0, "end": 0.0, "decay": 0.6, "decay_steps": None}
+    assert with_decay_steps(schedule, 10800)["decay_steps"] == 6480  # the default data's 30 epochs
+    assert with_decay_steps(schedule, 15)["decay_steps"] == 9
+    assert with_decay_steps(schedule, 1)["decay_steps"] == 1  # at least one step
+    assert with_decay_steps({**schedule, "decay_steps": 100}, 15)["decay_steps"] == 100
+
+
 @pytest.mark.parametrize("schedule", [
     {"schedule": "linear", "start": 1.0, "end": 0.0, "decay_steps": 300},
     {"schedule": "exponential", "start": 1.0, "end": 0.0, "k": 0.99},
@@ -237,6 +244,8 @@ BAD = [
     ({"scheduled_sampling": {**LINEAR, "schedule": "cosine"}}, "train.scheduled_sampling.schedule"),
     ({"scheduled_sampling": {**LINEAR, "start": 1.5}}, "train.scheduled_sampling.start"),
     ({"scheduled_sampling": {**LINEAR, "decay_steps": 0}}, "train.scheduled_sampling.decay_steps"),
+    ({"scheduled_sampling": {**LINEAR, "decay_steps": None, "decay": 1.5}},
+     "train.scheduled_sampling.decay"),
     ({"scheduled_sampling": {**LINEAR, "schedule": "exponential"}}, "train.scheduled_sampling.k"),
     ({"scheduled_sampling": {**LINEAR, "schedule": "inverse_sigmoid", "k": 0.5}},
      "train.scheduled_sampling.k"),
@@ -251,56 +260,3 @@ def test_bad_options_are_refused_naming_the_key(options, key):
     with pytest.raises(UserError, match=f"^{key}: ") as err:
         WorldModel(**options)
     assert "\n" not in str(err.value)
-
-
-# -- the real command line -----------------------------------------------------------------
-
-
-def train(run_cli, tiny_data, run_dir, *overrides):
-    return run_cli("train.py", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
-                   f"hydra.run.dir={run_dir}", "model.hidden_size=16", *overrides)
-
-
-def test_cli_run_with_every_option(run_cli, tiny_data, tmp_path):
-    run_dir = tmp_path / "run"
-    proc = train(run_cli, tiny_data, run_dir, "model=transformer", "model.encoder=conv",
-                 "model.residual=true", "model.warp=flow", "model.l1_weight=0.1",
-                 "train.scheduled_sampling.schedule=linear", "train.open_loop.horizon=0",
-                 "train.input_noise=0.01", "trainer.max_epochs=1", "trainer.log_every_n_steps=1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["core"] == "transformer" and math.isfinite(results["test_mse"])
-    model = WorldModel.load_from_checkpoint(results["checkpoint"], map_location="cpu")
-    assert (model.hparams.encoder, model.hparams.residual, model.hparams.warp) == ("conv", True,
-                                                                                  "flow")
-    assert model.hparams.scheduled_sampling["schedule"] == "linear"
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        probs = [float(r["train/teacher_forcing_prob"]) for r in csv.DictReader(f)
-                 if r.get("train/teacher_forcing_prob")]
-    assert probs and all(0.99 < p <= 1.0 for p in probs)  # 10000 decay steps, a few taken
-
-
-@pytest.mark.parametrize("overrides,expected", [
-    # the open-loop study's winner, trained on its own rollouts of 100 steps
-    ([], ("builtin", "flow", True, "bptt", "none", 100, 101, 8)),
-    (["experiment=task1"], ("builtin", "none", False, "per_step", "none", 0, None, 50)),
-    (["experiment=task2"], ("scratch", "none", False, "per_step", "none", 0, None, 50)),
-    (["experiment=flow_ss"], ("builtin", "flow", False, "bptt", "linear", 0, None, 30)),
-    (["model=scratch"], ("scratch", "none", False, "bptt", "none", 100, 101, 8)),
-])
-def test_default_config_is_the_winner_and_the_course_setups_stay(overrides, expected):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    schedule = cfg.train.scheduled_sampling.schedule
-    got = (cfg.model.core, cfg.model.warp, cfg.model.gate, cfg.train.protocol, schedule,
-           cfg.train.open_loop.horizon, cfg.data.train_seq_len, cfg.trainer.max_epochs)
-    assert got == expected
-    check_config(cfg)  # and each is a valid setting
-
-
-def test_cli_refuses_a_bad_schedule_in_one_line(run_cli, tiny_data, tmp_path):
-    proc = train(run_cli, tiny_data, tmp_path / "run", "experiment=task1",
-                 "train.scheduled_sampling.schedule=linear")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: train.scheduled_sampling.schedule: needs train.protocol=bptt")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
+from tests.helpers import compose_config
 from world_models import rollout
 from world_models.data.datamodule import CarRacingDataModule
 from world_models.errors import UserError
@@ -218,24 +218,27 @@ def test_open_loop_needs_scheduled_sampling_off():
             "schedule": "linear", "start": 1.0, "end": 0.0, "decay_steps": 10})
 
 
-# -- the real command line -------------------------------------------------------------------
+# -- real training runs -----------------------------------------------------------------------
 
 
-def test_cli_open_loop_training_grows_the_horizon(run_cli, tiny_data, tmp_path):
+def test_open_loop_training_grows_the_horizon(tiny_data, tmp_path):
+    """A real training run (the real train.yaml, in this process)."""
+    from world_models.training import train
+
     run_dir = tmp_path / "run"
-    proc = run_cli("train.py", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
-                   f"hydra.run.dir={run_dir}", "model.hidden_size=16", "model.gate=true",
-                   "model.fade=true", "train.open_loop.horizon=10",
-                   "train.open_loop.warmup=0.25", "train.open_loop.warmup_window=4",
-                   "train.open_loop.ramp=0.25", "data.train_seq_len=12", "data.train_stride=2",
-                   "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((run_dir / "results.json").read_text())
+    cfg = compose_config(
+        "train", "data=tiny", f"data.dir={tiny_data}", "data.collect=false",
+        f"paths.output_dir={run_dir}", "model.hidden_size=16", "model.gate=true",
+        "model.fade=true", "train.scheduled_sampling.schedule=none", "train.open_loop.horizon=10",
+        "train.open_loop.warmup=0.25", "train.open_loop.warmup_window=4",
+        "train.open_loop.ramp=0.25", "data.train_seq_len=12", "data.train_stride=2",
+        "trainer.max_epochs=2", "trainer.log_every_n_steps=1")
+    results = train(cfg)
     model = WorldModel.load_from_checkpoint(results["checkpoint"], map_location="cpu")
     assert model.hparams.open_loop["horizon"] == 10 and model.hparams.gate
     # The fade's frame started as the training split's mean frame (not black: its mean is far
     # above 0.1) and moved only a little from it in these few steps.
-    datamodule = CarRacingDataModule.from_config(OmegaConf.load(run_dir / ".hydra/config.yaml"))
+    datamodule = CarRacingDataModule.from_config(cfg)
     datamodule.setup()
     mean_frame = datamodule.mean_frame()
     assert mean_frame.mean() > 0.3

@@ -66,12 +66,11 @@ def test_report_trains_evaluates_and_writes(made):
     assert f"report: {out / 'REPORT.md'}" in proc.stdout
 
 
-def test_report_takes_existing_runs(made, run_cli, tmp_path):
+def test_report_takes_existing_runs(made, tmp_path):
+    """In this process (its evaluate.py runs are processes of their own)."""
     _, runs, _ = made
     out = tmp_path / "reports"
-    proc = run_cli("-m", "world_models.report", "--runs", f"{runs['scratch']},{runs['builtin']}",
-                   "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    report.main(["--runs", f"{runs['scratch']},{runs['builtin']}", "--out", str(out)])
     markdown = check_report(out, runs)
     assert "train builtin (fit, from its results.json)" in markdown
     assert markdown.index("### scratch") < markdown.index("### builtin")  # in the order given

@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, compose_config
+from world_models.errors import UserError
 
 # lr=0.01 makes validation loss rise after epoch 1 (best-epoch001 of 4): a resume that forgot
 # its best would pick a later epoch and test another model.
@@ -87,10 +89,14 @@ def test_killed_run_resumed_by_ckpt_path_last_equals_the_uninterrupted_run(
     assert Path(got["checkpoint"]).name == Path(expected["checkpoint"]).name
 
 
-def test_ckpt_path_last_without_an_interrupted_run_is_refused(run_cli, tiny_data, tmp_path):
+def test_ckpt_path_last_without_an_interrupted_run_is_refused(tiny_data, tmp_path):
+    """In this process, on the real train.yaml: nothing under paths.log_dir to resume."""
+    from world_models.training import train
+
     outputs = tmp_path / "outputs"
-    proc = run_cli(*train_args(tiny_data, outputs, "first", "ckpt_path=last")[1:])
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: ckpt_path=last: no interrupted run") and str(outputs) in line
+    cfg = compose_config("train", *RUN, f"data.dir={tiny_data}", f"paths.log_dir={outputs}",
+                         f"paths.output_dir={outputs / 'train' / 'first'}", "ckpt_path=last")
+    with pytest.raises(UserError) as err:
+        train(cfg)
+    assert str(err.value).startswith("ckpt_path=last: no interrupted run")
+    assert str(outputs) in str(err.value) and "\n" not in str(err.value)

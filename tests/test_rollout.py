@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from torch import nn
 
-from tests.helpers import ROOT, run, write_counting_dataset
+from tests.helpers import ROOT, compose_config, run_cli, write_counting_dataset
 from world_models import evaluation, plots
 from world_models.errors import UserError
 from world_models.evaluation import STRATEGIES
@@ -18,8 +18,7 @@ from world_models.metrics import METRICS, copy_last_prediction, per_step_metrics
 from world_models.models.world_model import WorldModel
 from world_models.rollout import autoregressive, teacher_forcing
 
-TINY = ["data=tiny", "data.episode_steps=60", "collect.workers=1"]
-HORIZON = 40
+HORIZON = 25  # of the 30 steps of a tiny episode
 
 
 class PlusTenth(nn.Module):
@@ -95,40 +94,32 @@ def test_copy_last_and_per_step_table():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny real dataset (5 episodes of 60 steps) and a checkpoint trained on it for an epoch."""
-    root = tmp_path_factory.mktemp("evaluate")
-    data = root / "tiny"
-    result = run(["-m", "world_models.collect", *TINY, f"data.dir={data}",
-                  f"hydra.run.dir={root / 'collect'}"])
-    assert result.returncode == 0, result.stderr
-    result = run(["train.py", "data=tiny", f"data.dir={data}", "data.collect=false",
-                  "trainer.max_epochs=1", "model.hidden_size=16",
-                  f"hydra.run.dir={root / 'train'}"])
-    assert result.returncode == 0, result.stderr
-    return root, data, root / "train" / "checkpoints" / "last.ckpt"
-
-
-def evaluate(root, data, ckpt, *overrides, name="eval"):
-    return run(["evaluate.py", f"ckpt={ckpt}", "data=tiny", f"data.dir={data}",
-                f"rollout.horizon={HORIZON}", f"hydra.run.dir={root / name}", *overrides])
+def trained(tiny_run, tiny_data, tmp_path_factory):
+    """A directory for evaluations, the tiny real dataset (5 episodes of 30 steps) and the
+    checkpoint trained on it for an epoch (conftest.py)."""
+    return (tmp_path_factory.mktemp("evaluate"), tiny_data,
+            tiny_run / "checkpoints" / "last.ckpt")
 
 
 def test_evaluate_takes_the_training_runs_data_by_default(trained):
     root, data, ckpt = trained
-    result = run(["evaluate.py", f"ckpt={ckpt}", f"rollout.horizon={HORIZON}",
-                  f"hydra.run.dir={root / 'eval_default_data'}"])
+    result = run_cli("evaluate.py", f"ckpt={ckpt}", f"rollout.horizon={HORIZON}",
+                     f"hydra.run.dir={root / 'eval_default_data'}")
     assert result.returncode == 0, result.stderr
     assert f"data: {data} (from the training run" in result.stdout
     summary = json.loads((root / "eval_default_data" / "summary.json").read_text())
     assert summary["data_dir"] == str(data) and summary["data"]["split"] == [0.6, 0.2, 0.2]
 
 
-def test_evaluate_writes_every_artifact(trained):
+def test_evaluate_writes_every_artifact(trained, capsys):
+    """evaluation.evaluate on the real evaluate.yaml, in this process."""
     root, data, ckpt = trained
-    result = evaluate(root, data, ckpt, "rollout.save_frames=true")
-    assert result.returncode == 0, result.stderr
     out = root / "eval"
+    out.mkdir()
+    evaluation.evaluate(compose_config(
+        "evaluate", f"ckpt={ckpt}", "data=tiny", f"data.dir={data}", f"rollout.horizon={HORIZON}",
+        "rollout.save_frames=true", f"paths.output_dir={out}"))
+    printed = capsys.readouterr().out
     steps = plots.grid_steps(HORIZON)  # 1..10 and 25
     cell = 32 * plots.SCALE + plots.PAD
     with Image.open(out / "rollout_grid.png") as grid:
@@ -150,7 +141,7 @@ def test_evaluate_writes_every_artifact(trained):
     assert set(tf) == {"step_1", "step_10", "mean_over_steps"}
     # With one given frame, the first autoregressive step is a teacher-forced one.
     assert summary["metrics"]["autoregressive"]["mse"]["step_1"] == pytest.approx(tf["step_1"])
-    assert "teacher_forcing" in result.stdout and str(out / "summary.json") in result.stdout
+    assert "teacher_forcing" in printed and str(out / "summary.json") in printed
     # Where the rollout is worse than a baseline, per metric, from the per-step means in the CSV.
     worse = summary["autoregressive_worse_than"]
     assert set(worse) == {"mse", "psnr", "ssim", "road_iou"}
@@ -158,9 +149,9 @@ def test_evaluate_writes_every_artifact(trained):
     assert worse["mse"]["mean_frame"] == [
         t for t in range(1, HORIZON + 1)
         if means["autoregressive", "mse", t] > means["mean_frame", "mse", t]]
-    assert "autoregressive: " in result.stdout
+    assert "autoregressive: " in printed
     # One test episode: no other episode's actions to swap in.
-    assert "action sensitivity: not measured" in result.stdout
+    assert "action sensitivity: not measured" in printed
 
 
 BAD_INPUTS = {  # case -> the key the one-line message must start with
@@ -175,7 +166,7 @@ BAD_INPUTS = {  # case -> the key the one-line message must start with
     "context = horizon": "rollout.context",
     "unknown split": "split",
 }
-CLI_IN_FAST_SUITE = {"random bytes", "empty data dir", "horizon 0"}  # ~5 s of imports each
+CLI_IN_FAST_SUITE = {"horizon 0"}  # ~6 s of imports each; in-process above: all of them
 
 
 def bad_input(case, trained, tmp_path) -> list[str]:
@@ -221,7 +212,8 @@ def test_evaluate_refuses_bad_input(trained, tmp_path, case):
     for case in BAD_INPUTS
 ])
 def test_evaluate_cli_refuses_bad_input_in_one_line(trained, tmp_path, case):
-    result = run(["evaluate.py", *bad_input(case, trained, tmp_path), f"hydra.run.dir={tmp_path}"])
+    result = run_cli("evaluate.py", *bad_input(case, trained, tmp_path),
+                     f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {BAD_INPUTS[case]}"), result.stderr

@@ -8,8 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.helpers import ROOT
-from world_models import comparison, studies
+from world_models import compare, comparison, studies
 from world_models.errors import UserError
+from world_models.report import merge
 from world_models.training import check_config
 
 STEPS = 150
@@ -43,10 +44,18 @@ def fake_run(run_dir, test_mse, ar_mse, ar_ssim=0.9):
 @pytest.mark.parametrize("name", sorted(p.stem for p in studies.STUDY_DIR.glob("*.yaml")))
 def test_every_shipped_study_composes_with_the_real_configs(name):
     study = studies.load_study(name)
-    for words in study["variants"].values():
+    variants = dict(study["variants"])
+    if "stage2" in study:  # every stage-2 list on every candidate
+        for best in study["stage2"]["candidates"]:
+            variants |= compare.stage2(study, best)
+    for words in variants.values():
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[*study["train"], *words])
+            cfg = compose("train", overrides=merge(study["train"], words))
         check_config(cfg)  # a valid setting, or a UserError naming the variant's bad key
+
+
+def test_make_compare_runs_the_drift_study_by_default():
+    assert compare.DEFAULT_STUDY == "drift" and "stage2" in studies.load_study("drift")
 
 
 def test_unknown_study_lists_the_known_ones():

@@ -4,7 +4,7 @@ import os
 
 import hydra
 
-from world_models.errors import exit_on_user_error
+from world_models.errors import exit_on_user_error, run_hydra_app
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
@@ -18,4 +18,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

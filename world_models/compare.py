@@ -1,15 +1,16 @@
-"""Issue 5 in one command: train a fixed set of variants over seeds, evaluate, write COMPARISON.md.
+"""Train a study's variants over seeds, evaluate them, write its comparison page.
 
-    python -m world_models.compare [--seeds 0,1] [--out reports] [--dir DIR] [--stage1-only]
-                                   [key=value ...]
+    python -m world_models.compare [--study NAME] [--seeds 0,1] [--out reports] [--dir DIR]
+                                   [--stage1-only] [key=value ...]
 
-Stage 1 trains the report's model (flat encoder, nn.LSTM), the scratch core, residual, conv, the
-transformer and the two warps (affine, flow); stage 2 adds scheduled sampling, input noise and both
-to the stage-1 LSTM variant with the lowest mean VALIDATION MSE, so that the test
-split chooses nothing. Runs go to DIR/<variant>/seed<k>/ (default DIR: outputs/compare/<time>);
-one whose results.json and evaluate/summary.json exist is skipped, so the same --dir continues an
-interrupted comparison. key=value words are routed as by world_models.report (data* to both
-scripts, rollout.* and split to evaluate.py only); one budget, trainer.max_epochs, for all runs.
+The variants are conf/study/NAME.yaml's (default: drift, the Task 4 study). A study with a
+`stage2` then adds each of its stage-2 word lists to the candidate with the lowest mean
+VALIDATION MSE, so that the test split chooses nothing, and writes COMPARISON.md
+(comparison.py); any other writes COMPARISON_NAME.md (studies.py). Runs go to
+DIR/<variant>/seed<k>/ (default DIR: outputs/compare/<time>); one already trained and
+evaluated is skipped, so the same --dir continues an interrupted comparison. key=value words
+are routed as by world_models.report (data* to both scripts, rollout.* and split to evaluate.py
+only) and override the study's and the variants' own.
 """
 
 import argparse
@@ -21,39 +22,18 @@ from datetime import datetime
 from pathlib import Path
 
 from world_models import comparison, studies
+from world_models import runs as run_files
 from world_models.errors import UserError, exit_on_user_error
 from world_models.report import evaluate, key_of, merge, route, run
 
-# The budget. The default dataset serves 360 training batches per epoch, which the flat LSTM
-# and the warps train in ~8 s, conv in ~22 s and scheduled sampling in ~19 s. Measured on
-# 2026-11-28: 12 epochs took 58 min for the 20 runs with the flow warp as stage-2 base.
-BUDGET = ("trainer.max_epochs=12",)
-# Stage 1 trains on clean inputs with teacher forcing, whatever train.yaml's defaults are.
-PLAIN = ("train.scheduled_sampling.schedule=none", "train.input_noise=0",
-         "train.open_loop.horizon=0", "data.train_seq_len=null", "data.train_stride=null",
-         "checkpoint_monitor=val/loss")
-STAGE1 = {
-    "report": ["model=builtin", *PLAIN],
-    "scratch": ["model=scratch", *PLAIN],
-    "residual": ["model=builtin", "model.residual=true", *PLAIN],
-    "conv": ["model=builtin", "model.encoder=conv", "model.residual=true", *PLAIN],
-    "transformer": ["model=transformer", "model.residual=true", *PLAIN],
-    "affine": ["model=builtin", "model.warp=affine", *PLAIN],
-    "flow": ["model=builtin", "model.warp=flow", *PLAIN],
-}
-CANDIDATES = ("report", "scratch", "residual", "conv", "affine", "flow")  # stage 2 builds on one
-SS_FRACTION = 0.6  # scheduled sampling reaches p(true frame) = 0 after 60% of the steps
-INPUT_NOISE = 0.02
-SS = "train.scheduled_sampling"
+DEFAULT_STUDY = "drift"
 
 
-def stage2(best: str, steps: int) -> dict[str, list[str]]:
-    """The Task 4 techniques on `best`, whose runs took `steps` optimizer steps each."""
-    ss = [f"{SS}.schedule=linear", f"{SS}.start=1", f"{SS}.end=0",
-          f"{SS}.decay_steps={max(1, round(SS_FRACTION * steps))}"]
-    noise = [f"train.input_noise={INPUT_NOISE}"]
-    return {f"{best}+ss": merge(STAGE1[best], ss), f"{best}+noise": merge(STAGE1[best], noise),
-            f"{best}+ss+noise": merge(STAGE1[best], ss, noise)}
+def stage2(study: dict, best: str) -> dict[str, list[str]]:
+    """<best>+<name>: the best candidate's words and each of the study's stage-2 lists."""
+    words = study["variants"][best]
+    return {f"{best}+{name}": merge(words, extra)
+            for name, extra in study["stage2"]["variants"].items()}
 
 
 def mean_val_mse(runs: list[dict]) -> float:
@@ -61,9 +41,9 @@ def mean_val_mse(runs: list[dict]) -> float:
     return statistics.fmean(values) if values else float("inf")
 
 
-def pick_best(runs: dict[str, list[dict]]) -> str:
+def pick_best(runs: dict[str, list[dict]], candidates) -> str:
     """The candidate variant with the lowest best validation MSE, averaged over its seeds."""
-    return min((v for v in CANDIDATES if v in runs), key=lambda v: mean_val_mse(runs[v]))
+    return min((v for v in candidates if v in runs), key=lambda v: mean_val_mse(runs[v]))
 
 
 def optimizer_steps(run: dict) -> int:
@@ -84,22 +64,26 @@ class WallTimes:
 
 
 def train_and_evaluate(variants: dict[str, list[str]], seeds: list[int], root: Path,
-                       train_args: list[str], eval_args: list[str], walls: WallTimes) -> dict:
-    """Train and evaluate every variant for every seed, skipping finished runs; load them."""
+                       words: tuple[list[str], list[str], list[str]], walls: WallTimes) -> dict:
+    """Train and evaluate every variant for every seed, skipping finished runs; load them.
+    words: (the study's train.py words, the user's, evaluate.py's); a variant's own words
+    override the study's, the user's override both."""
+    study_args, train_args, eval_args = words
     runs = {}
-    for variant, words in variants.items():
+    for variant, variant_words in variants.items():
         for seed in seeds:
             run_dir = root / variant / f"seed{seed}"
             name = f"{variant}/seed{seed}"
-            if (run_dir / "results.json").is_file():
-                print(f"skip train {name}: {run_dir / 'results.json'} exists")
+            if run_files.is_finished(run_dir):
+                print(f"skip train {name}: {run_dir} is finished")
             else:
                 # An interrupted run starts over: a resumed one would time only its second half.
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
                 walls.add(f"train {name}", run("train.py", merge(
-                    words, train_args, [f"seed={seed}", f"hydra.run.dir={run_dir}"])))
-            if (run_dir / "evaluate" / "summary.json").is_file():
-                print(f"skip evaluate {name}: {run_dir / 'evaluate' / 'summary.json'} exists")
+                    study_args, variant_words, train_args,
+                    [f"seed={seed}", f"hydra.run.dir={run_dir}"])))
+            if run_files.is_evaluated(run_dir):
+                print(f"skip evaluate {name}: {run_files.evaluation_dir(run_dir)} is done")
             else:
                 walls.add(f"evaluate {name}", evaluate(run_dir, eval_args))
             runs.setdefault(variant, []).append(comparison.load_run(run_dir))
@@ -116,56 +100,59 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_study(name: str, root: Path, out: Path, train_args: list[str],
-              eval_args: list[str]) -> None:
-    """conf/study/<name>.yaml's variants over its seeds; COMPARISON_<name>.md in `out`."""
-    study = studies.load_study(name)
-    root.mkdir(parents=True, exist_ok=True)
+def run_study(name: str, study: dict, seeds: list[int], root: Path, out: Path,
+              words: tuple[list[str], list[str], list[str]]) -> Path:
+    """A study without stage 2: its variants over the seeds; COMPARISON_<name>.md in `out`."""
     walls = WallTimes(root / "wall_times.json")
-    runs = train_and_evaluate(study["variants"], study["seeds"], root,
-                              merge(study["train"], train_args),
-                              merge(study["evaluate"], eval_args), walls)
-    path = studies.write(name, study, runs, out, {"root": root, "walls": walls.seconds})
-    print(f"comparison: {path}")
+    runs = train_and_evaluate(study["variants"], seeds, root, words, walls)
+    return studies.write(name, {**study, "seeds": seeds}, runs, out,
+                         {"root": root, "walls": walls.seconds})
+
+
+def run_stages(study: dict, seeds: list[int], root: Path, out: Path,
+               words: tuple[list[str], list[str], list[str]], stage1_only: bool) -> Path:
+    """Stage 1, then stage 2 on the best candidate; COMPARISON.md in `out`."""
+    walls = WallTimes(root / "wall_times.json")
+    started = time.perf_counter()
+    runs = train_and_evaluate(study["variants"], seeds, root, words, walls)
+    candidates = study["stage2"]["candidates"]
+    best = pick_best(runs, candidates)
+    if not stage1_only:
+        runs |= train_and_evaluate(stage2(study, best), seeds, root, words, walls)
+    info = {"study": study, "root": root, "seeds": seeds, "best": best, "walls": walls.seconds,
+            "steps": optimizer_steps(runs[best][0]),
+            "val_mse": {v: mean_val_mse(runs[v]) for v in candidates},
+            "invocation_seconds": time.perf_counter() - started}
+    return comparison.write(runs, out, info)
 
 
 @exit_on_user_error
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1", help="training seeds (default 0,1)")
+    parser.add_argument("--study", default=DEFAULT_STUDY,
+                        help=f"conf/study/STUDY.yaml (default {DEFAULT_STUDY}; e.g. open_loop)")
+    parser.add_argument("--seeds", help="training seeds, e.g. 0,1 (default: the study's)")
     parser.add_argument("--out", type=Path, default=Path("reports"),
-                        help="COMPARISON.md and figures/ go here")
+                        help="the comparison page and figures/ go here")
     parser.add_argument("--dir", type=Path, help="runs directory; give an earlier one to "
                         "continue it (default outputs/compare/<time>)")
-    parser.add_argument("--stage1-only", action="store_true", help="skip the Task 4 techniques")
-    parser.add_argument("--study", help="run conf/study/STUDY.yaml's variants instead "
-                        "(e.g. open_loop)")
+    parser.add_argument("--stage1-only", action="store_true",
+                        help="skip a study's stage 2 (the Task 4 techniques)")
     parser.add_argument("overrides", nargs="*", help="key=value words for train.py/evaluate.py")
     args = parser.parse_args(argv)
-    seeds = parse_seeds(args.seeds)
+    study = studies.load_study(args.study)
+    seeds = parse_seeds(args.seeds) if args.seeds else study["seeds"]
     train_args, eval_args = route(args.overrides)
     for word in train_args:
         if key_of(word) in ("seed", "hydra.run.dir"):
             raise UserError(f"{key_of(word)}: set by compare; use --seeds and --dir instead")
-    train_args = merge(BUDGET, train_args)
-    eval_args = merge(["rollout.horizon=150"], eval_args)
+    words = (study["train"], train_args, merge(study["evaluate"], eval_args))
     root = args.dir or Path("outputs") / "compare" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
-    if args.study:
-        return run_study(args.study, root, args.out, train_args, eval_args)
     root.mkdir(parents=True, exist_ok=True)
-    walls = WallTimes(root / "wall_times.json")
-    started = time.perf_counter()
-
-    runs = train_and_evaluate(STAGE1, seeds, root, train_args, eval_args, walls)
-    best = pick_best(runs)
-    if not args.stage1_only:
-        variants = stage2(best, optimizer_steps(runs[best][0]))
-        runs |= train_and_evaluate(variants, seeds, root, train_args, eval_args, walls)
-    info = {"root": root, "seeds": seeds, "best": best, "walls": walls.seconds,
-            "steps": optimizer_steps(runs[best][0]),
-            "val_mse": {v: mean_val_mse(runs[v]) for v in CANDIDATES},
-            "invocation_seconds": time.perf_counter() - started}
-    path = comparison.write(runs, args.out, info)
+    if "stage2" in study:
+        path = run_stages(study, seeds, root, args.out, words, args.stage1_only)
+    else:
+        path = run_study(args.study, study, seeds, root, args.out, words)
     print(f"comparison: {path}")
 
 

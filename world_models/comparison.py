@@ -1,11 +1,11 @@
 """COMPARISON.md from the runs of `python -m world_models.compare`: the table, the goals, the plot.
 
-A run is {"dir", "results", "summary", "curves", "config"} read from its results.json,
-evaluate/summary.json, evaluate/rollout_metrics.csv and .hydra/config.yaml; `runs` maps a
-variant's name to its runs, one per seed. Every number written comes from those files.
+A run is {"dir", "results", "summary", "curves", "by_metric", "config"} read from its run
+directory (world_models.runs: its results, its evaluation's summary and per-step metrics, its
+config); `runs` maps a variant's name to its runs, one per seed. Every number written comes
+from those files.
 """
 
-import csv
 import statistics
 from datetime import datetime
 from pathlib import Path
@@ -18,26 +18,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from world_models.report import fmt, machine, read_json  # noqa: E402
+from world_models import runs as run_files  # noqa: E402
+from world_models.models.sampling import with_decay_steps  # noqa: E402
+from world_models.report import fmt, machine  # noqa: E402
 
 AR_STEPS = (10, 50, 150)
 COLUMNS = {"parameters": ",.0f", "fit s": ".0f", "frames/s": ".0f", "val MSE": ".3g",
            "test MSE": ".3g", "ratio to copy-last": ".2f",
-           **{f"AR MSE @{s}": ".3g" for s in AR_STEPS}, "SSIM @50": ".3f"}
+           **{f"AR MSE @{s}": ".3g" for s in AR_STEPS}, "SSIM @50": ".3f",
+           "action sens. dB": "+.2f"}
 BASELINES = {"copy_last": "copy-last", "mean_frame": "mean-frame"}
 
 
 def load_run(run_dir: Path) -> dict:
-    by_metric = {}  # metric -> strategy -> per-step mean over test sequences, steps from 1
-    with open(run_dir / "evaluate" / "rollout_metrics.csv") as f:
-        for row in csv.DictReader(f):
-            by_metric.setdefault(row["metric"], {}).setdefault(row["strategy"], []).append(
-                float(row["mean"]))
-    config = run_dir / ".hydra" / "config.yaml"
-    return {"dir": run_dir, "results": read_json(run_dir / "results.json"),
-            "summary": read_json(run_dir / "evaluate" / "summary.json"),
+    by_metric = run_files.read_rollout_metrics(run_dir)  # metric -> strategy -> per step
+    config = run_files.run_config(run_dir)
+    return {"dir": run_dir, "results": run_files.read_results(run_dir),
+            "summary": run_files.read_summary(run_dir),
             "curves": by_metric.get("mse", {}), "by_metric": by_metric,
-            "config": OmegaConf.to_container(OmegaConf.load(config)) if config.is_file() else {}}
+            "config": {} if config is None else OmegaConf.to_container(config)}
 
 
 def values(run: dict, strategy: str = "autoregressive") -> dict:
@@ -52,7 +51,10 @@ def values(run: dict, strategy: str = "autoregressive") -> dict:
             "val MSE": res["best_val_mse"] if model else None,
             "test MSE": test, "ratio to copy-last": test / copy_last if copy_last else None,
             **{f"AR MSE @{s}": metrics["mse"].get(f"step_{s}") for s in AR_STEPS},
-            "SSIM @50": metrics["ssim"].get("step_50")}
+            "SSIM @50": metrics["ssim"].get("step_50"),
+            # the rollout's PSNR under its own actions minus another episode's (evaluate.py)
+            "action sens. dB": run["summary"]["metrics"].get("action_sensitivity", {}).get(
+                "psnr_gain", {}).get("mean_over_steps") if model else None}
 
 
 def stats(runs: list[dict], strategy: str = "autoregressive") -> dict[str, tuple]:
@@ -67,7 +69,7 @@ def stats(runs: list[dict], strategy: str = "autoregressive") -> dict[str, tuple
 
 def cell(mean_std: tuple, spec: str) -> str:
     mean, std = mean_std
-    return fmt(mean, spec) + (f" ± {fmt(std, spec.lstrip(','))}" if std else "")
+    return fmt(mean, spec) + (f" ± {fmt(std, spec.lstrip(',+'))}" if std else "")
 
 
 def table(rows: dict[str, dict]) -> list[str]:
@@ -147,27 +149,17 @@ def plot(path: Path, runs: dict[str, list[dict]]) -> None:
     plt.close(fig)
 
 
-def write(runs: dict[str, list[dict]], out: Path, info: dict) -> Path:
-    """COMPARISON.md and figures/compare_ar_mse.png in `out`; returns the markdown's path.
+def decay_steps(schedule: dict, steps: int) -> int:
+    """The steps over which a run's linear schedule decayed (it took `steps` in all)."""
+    return with_decay_steps(schedule, steps)["decay_steps"]
 
-    info: root (runs directory), seeds, best (stage-1 winner), val_mse (candidate -> mean best
-    validation MSE), steps (optimizer steps per run), walls (process -> seconds),
-    invocation_seconds.
-    """
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    plot(out / "figures" / "compare_ar_mse.png", runs)
-    rows = {name: stats(seeds) for name, seeds in runs.items()}
-    first = next(iter(runs.values()))[0]
-    rows |= {label: stats([first], strategy) for strategy, label in BASELINES.items()}
-    data, summary, best = first["summary"]["data"], first["summary"], info["best"]
-    ss = next((r["config"].get("train", {}).get("scheduled_sampling") for n, s in runs.items()
-               if n.endswith("+ss") for r in s[:1]), None)
+
+def header(first: dict, info: dict) -> list[str]:
+    """The title and how the runs were made: machine, budget, data, seeds, time, directory."""
+    data, epochs = first["summary"]["data"], first["results"]["epochs"]
     total = sum(info["walls"].values())
-    ran_stage2 = any("+" in name for name in runs)
-    epochs = first["results"]["epochs"]
-    candidates = ", ".join(f"{v} {m:.3g}" for v, m in info["val_mse"].items())
-    md = [
-        "# Variants against drift (issue 5)", "",
+    return [
+        f"# {info['study'].get('title', 'Variants against drift')}", "",
         f"Generated by `python -m world_models.compare` on {datetime.now():%Y-%m-%d %H:%M}.", "",
         f"- Machine: {machine()}",
         f"- Budget, the same for every run: {epochs} epoch{'s' * (epochs != 1)} = "
@@ -177,20 +169,46 @@ def write(runs: dict[str, list[dict]], out: Path, info: dict) -> Path:
         f"{', '.join(map(str, info['seeds']))}.",
         f"- Wall time: {total / 60:.1f} min for all train and evaluate processes (summed over "
         f"invocations; {info['invocation_seconds'] / 60:.1f} min in the last).",
-        f"- Runs: `{info['root']}/<variant>/seed<k>/`", "",
-        "## Variants", "",
-        "report: the course model (flat encoder, nn.LSTM); scratch: the LSTM from its gate "
-        "equations; residual: report + `model.residual=true`; conv: report + "
-        "`model.encoder=conv model.residual=true` (conv uses residual); transformer: "
-        "`model=transformer model.residual=true` (the transformer uses residual too); affine, "
-        "flow: report + `model.warp=affine|flow` (the current frame moved by a predicted affine "
-        "map or coarse displacement field, plus a residual change).", "",
+        f"- Runs: `{info['root']}/<variant>/seed<k>/`"]
+
+
+def variants(runs: dict[str, list[dict]], info: dict) -> list[str]:
+    """Each variant's train.py words (the study's), and what stage 2 built on."""
+    study, best = info["study"], info["best"]
+    ss = next((r["config"].get("train", {}).get("scheduled_sampling") for n, s in runs.items()
+               if n.endswith("+ss") for r in s[:1]), None)
+    ran_stage2 = any("+" in name for name in runs)
+    candidates = ", ".join(f"{v} {m:.3g}" for v, m in info["val_mse"].items())
+    stage2 = "; ".join(f"+{name}: `{' '.join(words)}`"
+                       for name, words in study["stage2"]["variants"].items())
+    return [
+        f"Every run: `{' '.join(study['train'])}`, then its variant's words:", "",
+        *(f"- {v}: `{' '.join(words)}`" for v, words in study["variants"].items()), "",
         f"Stage 2 {'builds' if ran_stage2 else 'was not run; it would build'} on **{best}**, "
         "the stage-1 variant with the lowest mean best validation MSE over seeds (validation, "
-        f"not test, so the test split chooses nothing): {candidates}. +ss: scheduled sampling "
-        + (f"{ss['schedule']}, p(true frame) {ss['start']} -> {ss['end']} over the first "
-           f"{ss['decay_steps']} of {info['steps']} steps; " if ss else "(not run); ")
-        + "+noise: `train.input_noise=0.02`; +ss+noise: both.", "",
+        f"not test, so the test split chooses nothing): {candidates}. {stage2}. Scheduled "
+        "sampling: " + (f"{ss['schedule']}, p(true frame) {ss['start']} -> {ss['end']} over "
+                        f"the first {decay_steps(ss, info['steps'])} of {info['steps']} steps."
+                        if ss else "not run.")]
+
+
+def write(runs: dict[str, list[dict]], out: Path, info: dict) -> Path:
+    """COMPARISON.md and figures/compare_ar_mse.png in `out`; returns the markdown's path.
+
+    info: study (its file's values), root (runs directory), seeds, best (stage-1 winner),
+    val_mse (candidate -> mean best validation MSE), steps (optimizer steps per run), walls
+    (process -> seconds), invocation_seconds.
+    """
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    plot(out / "figures" / "compare_ar_mse.png", runs)
+    rows = {name: stats(seeds) for name, seeds in runs.items()}
+    first = next(iter(runs.values()))[0]
+    rows |= {label: stats([first], strategy) for strategy, label in BASELINES.items()}
+    summary = first["summary"]
+    md = [
+        *header(first, info), "",
+        "## Variants", "",
+        *variants(runs, info), "",
         "## Results", "",
         *table(rows), "",
         "Mean ± sample std over seeds. fit s: training time of `trainer.fit`; frames/s: predicted "
@@ -202,7 +220,7 @@ def write(runs: dict[str, list[dict]], out: Path, info: dict) -> Path:
         "not applicable. The copy-last and mean-frame rows are the predictors that learn "
         "nothing, on the same windows and rollouts.", "",
         "## Goals", "",
-        *goals(rows, best), "",
+        *goals(rows, info["best"]), "",
         "## Autoregressive MSE per step", "",
         "![autoregressive MSE per step](figures/compare_ar_mse.png)", "",
         "Per-step MSE of each variant's autoregressive rollout (mean over test episodes, then "

@@ -5,6 +5,7 @@ project and keeps its traceback.
 """
 
 import functools
+import os
 import sys
 
 
@@ -26,6 +27,7 @@ def exit_on_user_error(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _compact_hydra_errors_again()  # the config is composed: Hydra's own reports again
         try:
             return fn(*args, **kwargs)
         except UserError as err:
@@ -60,3 +62,59 @@ def sweeper_records_failures() -> bool:
         return False
     hydra = HydraConfig.get()
     return hydra.mode == RunMode.MULTIRUN and (hydra.sweeper.get("max_failure_rate") or 0) > 0
+
+
+_HYDRA_RAISES = "HYDRA_FULL_ERROR"  # set: Hydra raises its errors instead of printing them
+_raising_for_us = False
+
+
+def run_hydra_app(main) -> None:
+    """Call a @hydra.main function; a config Hydra cannot compose (an unknown key, group option
+    or value type, an override it cannot parse) ends in one line naming it and exit code 2,
+    as a UserError does, instead of Hydra's several. HYDRA_FULL_ERROR=1: Hydra's own report."""
+    global _raising_for_us
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+
+    if os.environ.get(_HYDRA_RAISES):
+        return main()
+    os.environ[_HYDRA_RAISES] = "1"  # only while composing; the task function takes it back
+    _raising_for_us = True
+    try:
+        main()
+    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
+        print(f"error: {composition_error(err)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    finally:
+        _compact_hydra_errors_again()
+
+
+def _compact_hydra_errors_again() -> None:
+    global _raising_for_us
+    if _raising_for_us:
+        os.environ.pop(_HYDRA_RAISES, None)
+        _raising_for_us = False
+
+
+def composition_error(err: Exception) -> str:
+    """Hydra's message for a config it could not compose, as one line that names the key."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    cause = err.__cause__
+    key = getattr(cause, "full_key", None) if isinstance(cause, OmegaConfBaseException) else None
+    if key and isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+        return f"{key}: no such setting"
+    if key:
+        return f"{key}: {str(cause.msg).strip().splitlines()[0]}"
+    lines = [line.strip() for line in str(err).split("Config search path")[0].splitlines()
+             if line.strip()]
+    if getattr(err, "override", None):  # a word Hydra cannot parse
+        lines.insert(0, f"'{err.override}'")
+    options = next((i for i, line in enumerate(lines) if line.startswith("Available options")),
+                   None)
+    if options is not None:  # a group option that does not exist: list the ones that do
+        lines = [*lines[:options], f"{lines[options]} {', '.join(lines[options + 1:])}"]
+    return "; ".join(lines)

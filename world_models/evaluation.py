@@ -1,14 +1,13 @@
 """Roll a trained world model out on whole episodes; write per-step metrics, plots and a summary."""
 
 import csv
-import json
 import math
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from world_models import plots
+from world_models import plots, runs
 from world_models.checkpointing import check_checkpoint_file
 from world_models.data.datamodule import SPLITS, CarRacingDataModule
 from world_models.errors import UserError
@@ -74,17 +73,18 @@ def warn_if_split_differs(ckpt, cfg: DictConfig) -> None:
     """Warn when data.split or data.seed differ from the checkpoint's training run.
 
     They draw the test split; other values could put training episodes in it. The
-    training run's config sits in <run>/.hydra/ next to <run>/checkpoints/.
+    training run's config is the one of the run directory the checkpoint sits in.
     """
-    run_config = Path(ckpt).resolve().parent.parent / ".hydra" / "config.yaml"
-    if not run_config.is_file():  # moved, or made elsewhere: nothing to compare with
+    run_dir = runs.run_of(ckpt)
+    run_config = runs.run_config(run_dir)
+    if run_config is None:  # moved, or made elsewhere: nothing to compare with
         return
-    trained = OmegaConf.to_container(OmegaConf.load(run_config).data, resolve=True)
+    trained = OmegaConf.to_container(run_config.data, resolve=True)
     ours = OmegaConf.to_container(cfg.data, resolve=True)
     for key in ("split", "seed"):
         if ours[key] != trained.get(key):
             print(f"warning: data.{key}={ours[key]} but the checkpoint was trained with "
-                  f"data.{key}={trained.get(key)} ({run_config}); its {cfg.split} split may differ")
+                  f"data.{key}={trained.get(key)} ({run_dir}); its {cfg.split} split may differ")
 
 
 def user_overrides() -> list[str] | None:
@@ -98,17 +98,16 @@ def with_training_data(cfg: DictConfig, overrides: list[str] | None) -> DictConf
     """Take data.* from the checkpoint's training run unless the command line sets any.
 
     The run's test split is only the one it held out with its own data.dir, split and
-    seed, so those are the right defaults; the run's config sits in <run>/.hydra/.
-    Called outside a command line (overrides None), `cfg` is taken as it is.
+    seed, so those are the right defaults (runs.run_config). Called outside a command line
+    (overrides None), `cfg` is taken as it is.
     """
-    run_config = Path(cfg.ckpt).resolve().parent.parent / ".hydra" / "config.yaml"
-    if overrides is None or not run_config.is_file() or any(
-            word.split("=")[0].lstrip("+~").split(".")[0] == "data" for word in overrides):
+    run_dir = runs.run_of(cfg.ckpt)
+    run_config = runs.run_config(run_dir)
+    if overrides is None or run_config is None or any(runs.is_data_word(w) for w in overrides):
         return cfg
-    trained = OmegaConf.load(run_config).data
     cfg = cfg.copy()
-    cfg.data = OmegaConf.merge(trained, {"collect": False})
-    print(f"data: {cfg.data.dir} (from the training run, {run_config}; set data.* to change)")
+    cfg.data = OmegaConf.merge(run_config.data, {"collect": False})
+    print(f"data: {cfg.data.dir} (from the training run, {run_dir}; set data.* to change)")
     return cfg
 
 
@@ -228,6 +227,18 @@ def format_summary(summary: dict, horizon: int) -> str:
     return "\n".join(lines)
 
 
+def write_files(out_dir: Path, values, first, horizon: int, r: DictConfig) -> None:
+    """The per-step CSV, and the first sequence's grid, GIF and curves (and frames)."""
+    truth, tf, ar = first
+    table = per_step_table(values)
+    write_csv(out_dir / runs.ROLLOUT_METRICS, table)
+    plots.rollout_grid(truth, tf, ar, plots.grid_steps(horizon)).save(out_dir / "rollout_grid.png")
+    plots.rollout_gif(out_dir / "rollout.gif", truth, tf, ar)
+    plots.loss_curve(out_dir / "rollout_loss.png", table, r.context)
+    if r.save_frames:
+        plots.save_frames(out_dir / "frames", truth, tf, ar)
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate the checkpoint `cfg.ckpt` on `cfg.split` of `cfg.data.dir`; return the summary."""
     check_config(cfg)
@@ -252,13 +263,7 @@ def evaluate(cfg: DictConfig) -> dict:
                                          values["autoregressive"]["psnr"])
     if sensitivity is not None:  # a strategy of its own in the CSV and the summary
         values["action_sensitivity"] = {"psnr_gain": sensitivity}
-    table = per_step_table(values)
-    write_csv(out_dir / "rollout_metrics.csv", table)
-    plots.rollout_grid(truth, tf, ar, plots.grid_steps(horizon)).save(out_dir / "rollout_grid.png")
-    plots.rollout_gif(out_dir / "rollout.gif", truth, tf, ar)
-    plots.loss_curve(out_dir / "rollout_loss.png", table, r.context)
-    if r.save_frames:
-        plots.save_frames(out_dir / "frames", truth, tf, ar)
+    write_files(out_dir, values, (truth, tf, ar), horizon, r)
 
     worse = steps_worse(values, "autoregressive", BASELINES)
     summary = {
@@ -274,12 +279,12 @@ def evaluate(cfg: DictConfig) -> dict:
         "data_dir": str(cfg.data.dir),
         "data": OmegaConf.to_container(cfg.data, resolve=True),
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    path = runs.write_summary(out_dir, summary)
     print(f"{len(sequences)} {cfg.split} sequences, {horizon} steps, context {r.context}:")
     print(format_summary(summary["metrics"], horizon))
     print(format_worse(worse, horizon))
     print(format_sensitivity(summary["metrics"].get("action_sensitivity")))
-    print(f"summary: {out_dir / 'summary.json'}  per-step metrics: rollout_metrics.csv  "
+    print(f"summary: {path}  per-step metrics: {runs.ROLLOUT_METRICS}  "
           f"pictures: rollout_grid.png, rollout.gif, rollout_loss.png"
           f"{', frames/' if r.save_frames else ''}  (all in {out_dir})")
     return summary

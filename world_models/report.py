@@ -5,12 +5,11 @@
 
 key=value words go to train.py; `data`, `data.*` and `paths.data_root` also to evaluate.py
 (the test split must be the one training held out), `rollout.*` and `split` to evaluate.py only.
-Every number in the report is read from the runs' results.json and summary.json.
+Every number in the report is read from the runs' files (world_models.runs).
 """
 
 import argparse
 import csv
-import json
 import os
 import platform
 import shutil
@@ -21,9 +20,8 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from world_models import plots
+from world_models import plots, runs
 from world_models.errors import UserError, exit_on_user_error
 
 ROOT = Path(__file__).resolve().parents[1]  # train.py and evaluate.py live here
@@ -33,20 +31,12 @@ AR_STEPS = (1, 10, 50, 150)
 COURSE_TEST_MSE = {"builtin": 1.11e-3, "scratch": 1.09e-3}
 
 
-def key_of(word: str) -> str:
-    return word.split("=", 1)[0].lstrip("+~")
+key_of = runs.key_of
 
 
 def merge(*word_lists) -> list[str]:
     """One word per key (Hydra refuses two), the last list's winning."""
     return list({key_of(w): w for words in word_lists for w in words}.values())
-
-
-def is_data_override(word: str) -> bool:
-    key = key_of(word)
-    # evaluate.py never collects and says so, whatever training was told.
-    return (key == "data" or key.startswith("data.") or key == "paths.data_root") and \
-        key != "data.collect"
 
 
 def route(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -57,7 +47,7 @@ def route(overrides: list[str]) -> tuple[list[str], list[str]]:
             evaluate.append(word)
             continue
         train.append(word)
-        if is_data_override(word):
+        if runs.is_data_word(word):
             evaluate.append(word)
     return train, evaluate
 
@@ -71,22 +61,12 @@ def run(script: str, args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"--runs: '{path.parent}' holds no {path.name}; is it a finished run?")
-    return json.loads(path.read_text())
-
-
 def evaluate(run_dir: Path, eval_args: list[str]) -> float:
     """evaluate.py on the run's checkpoint with the data it was trained on (test split)."""
-    results = read_json(run_dir / "results.json")
-    ckpt = results["checkpoint"] or run_dir / "checkpoints" / "last.ckpt"
-    trained_with = run_dir / ".hydra" / "overrides.yaml"  # the run's key=value words
-    words = OmegaConf.load(trained_with) if trained_with.is_file() else []
-    # One word per key (Hydra refuses two): ours replace the run's.
-    args = {key_of(w): w for w in [*(w for w in words if is_data_override(w)), *eval_args]}
-    return run("evaluate.py", [f"ckpt={ckpt}", *args.values(),
-                               f"hydra.run.dir={run_dir / 'evaluate'}"])
+    ckpt = runs.tested_checkpoint(run_dir)
+    words = [w for w in runs.run_overrides(run_dir) if runs.is_data_word(w)]
+    return run("evaluate.py", [f"ckpt={ckpt}", *merge(words, eval_args),
+                               f"hydra.run.dir={runs.evaluation_dir(run_dir)}"])
 
 
 def epoch_losses(metrics_csv: Path) -> dict[str, tuple[list, list]]:
@@ -114,12 +94,12 @@ def fmt(value, spec: str = ".3g") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def table(runs: dict[str, dict]) -> list[str]:
-    """The results table: one row per run, from its results.json and summary.json."""
+def table(reported: dict[str, dict]) -> list[str]:
+    """The results table: one row per run, from its results and its evaluation's summary."""
     head = ["core", "parameters", "epochs", "frames/s", "test MSE", "copy-last", "mean-frame",
             "ratio to copy-last", *(f"AR MSE @{s}" for s in AR_STEPS)]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in runs.values():
+    for r in reported.values():
         res, ar = r["results"], r["summary"]["metrics"]["autoregressive"]["mse"]
         cells = [res["core"], f"{res['parameters']:,}", str(res["epochs"]),
                  f"{res['train_frames_per_s']:.0f}", fmt(res["test_mse"]),
@@ -130,18 +110,19 @@ def table(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
-def write_report(runs: dict[str, dict], out: Path, stages: dict[str, float]) -> Path:
+def write_report(reported: dict[str, dict], out: Path, stages: dict[str, float]) -> Path:
     """REPORT.md and figures/ in `out` from the runs' files; returns the report's path."""
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     plots.epoch_curves(figures / "loss_curves.png",
-                       {name: epoch_losses(r["dir"] / "csv" / "metrics.csv")
-                        for name, r in runs.items()})
-    for name, r in runs.items():
+                       {name: epoch_losses(runs.metrics_csv(r["dir"]))
+                        for name, r in reported.items()})
+    for name, r in reported.items():
         for picture in ("rollout_grid", "rollout_loss"):
-            shutil.copy(r["dir"] / "evaluate" / f"{picture}.png", figures / f"{picture}_{name}.png")
-    first = next(iter(runs.values()))["summary"]
-    ours = ", ".join(f"{n} {fmt(r['results']['test_mse'])}" for n, r in runs.items())
+            shutil.copy(runs.evaluation_dir(r["dir"]) / f"{picture}.png",
+                        figures / f"{picture}_{name}.png")
+    first = next(iter(reported.values()))["summary"]
+    ours = ", ".join(f"{n} {fmt(r['results']['test_mse'])}" for n, r in reported.items())
     course = ", ".join(f"{c} {v:.3g}" for c, v in COURSE_TEST_MSE.items())
     md = [
         "# World models of CarRacing: builtin against scratch LSTM", "",
@@ -150,9 +131,9 @@ def write_report(runs: dict[str, dict], out: Path, stages: dict[str, float]) -> 
         *(f"- Wall time, {stage}: {seconds:.0f} s" for stage, seconds in stages.items()),
         f"- Wall time, all stages: {sum(stages.values()):.0f} s",
         *(f"- Run `{name}`: `{r['dir']}` (data `{r['results']['data_dir']}`)"
-          for name, r in runs.items()), "",
+          for name, r in reported.items()), "",
         "## Tasks 1 and 2: test MSE of both cores against predictors that learn nothing", "",
-        *table(runs), "",
+        *table(reported), "",
         "Test MSE is over frames 1..L-1 of every test window (teacher forcing); copy-last and "
         "mean-frame are the baselines on the same windows; AR MSE @k is the autoregressive "
         f"rollout's MSE of frame k over {first['sequences']} test episode(s), horizon "
@@ -166,7 +147,7 @@ def write_report(runs: dict[str, dict], out: Path, stages: dict[str, float]) -> 
         "",
         "## Task 3: teacher forcing against autoregressive rollouts", "",
     ]
-    for name in runs:
+    for name in reported:
         md += [f"### {name}", "",
                f"![rollout grid {name}](figures/rollout_grid_{name}.png)", "",
                "Rows: the true frames, teacher forcing, the autoregressive rollout and its error; "
@@ -194,13 +175,13 @@ def main(argv=None) -> None:
     train_args, eval_args = route(args.overrides)
     stages, run_dirs = {}, {}
     if args.runs:
-        if ignored := [w for w in train_args if not is_data_override(w)]:
+        if ignored := [w for w in train_args if not runs.is_data_word(w)]:
             raise UserError(f"--runs: the runs are trained already; drop {' '.join(ignored)}")
         for run_dir in (Path(d) for word in args.runs for d in word.split(",") if d):
-            results = read_json(run_dir / "results.json")
+            results = runs.read_results(run_dir)
             name = results["core"] if results["core"] not in run_dirs else run_dir.name
             run_dirs[name] = run_dir
-            stages[f"train {name} (fit, from its results.json)"] = results["fit_seconds"]
+            stages[f"train {name} (fit, from its {runs.RESULTS})"] = results["fit_seconds"]
     else:
         root = args.log_dir / "report" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
         for core in CORES:
@@ -215,11 +196,10 @@ def main(argv=None) -> None:
                 [f"hydra.run.dir={run_dirs[core]}"]))
     for name, run_dir in run_dirs.items():
         stages[f"evaluate {name}"] = evaluate(run_dir, eval_args)
-    runs = {name: {"dir": d, "results": read_json(d / "results.json"),
-                   "summary": read_json(d / "evaluate" / "summary.json")}
-            for name, d in run_dirs.items()}
+    found = {name: {"dir": d, "results": runs.read_results(d), "summary": runs.read_summary(d)}
+             for name, d in run_dirs.items()}
     started = time.perf_counter()
-    path = write_report(runs, args.out, stages)
+    path = write_report(found, args.out, stages)
     print(f"report: {path} ({time.perf_counter() - started:.1f} s to write)")
 
 

@@ -60,3 +60,14 @@ def check_types(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False)
         if value is not _MISSING and not _fits(value, kind):
             raise UserError(f"{key}: expected {kind}, got '{value}'")
+
+
+def check_known(node: DictConfig, prefix: str, known) -> None:
+    """Refuse a key of `node` (the config at `prefix`) that is not among `known`: a key added
+    with + (`+model.bogus=1`) that nothing would read, or read as a surprise."""
+    from world_models.errors import UserError
+
+    for key in node:
+        if key not in known:
+            raise UserError(f"{prefix}.{key}: no such setting; {prefix} takes "
+                            f"{', '.join(known)}")

@@ -2,8 +2,10 @@
 page that holds each to the open-loop goals. ``make compare STUDY=NAME`` runs one.
 
 A study file names its variants (name -> train.py words), the seeds, the budget words given to
-every training run and the words given to every evaluation. A user adds a variant by adding a
-line. Runs go to DIR/<variant>/seed<k>/, and finished ones are skipped, as in make compare.
+every training run (a variant's words and the command line's override them) and the words given
+to every evaluation. A user adds a variant by adding a line. Runs go to DIR/<variant>/seed<k>/,
+and finished ones are skipped. A study with a `stage2` (conf/study/drift.yaml, the default of
+make compare) then adds words to its best candidate, and is written up by comparison.py.
 
 The goals (per variant, from the means over seeds and test episodes):
  1. autoregressive MSE at every step at most both baselines' (copy the first frame, the mean
@@ -28,7 +30,7 @@ from world_models.metrics import step_ranges  # noqa: E402
 from world_models.report import fmt, machine  # noqa: E402
 
 STUDY_DIR = Path(__file__).resolve().parents[1] / "conf" / "study"
-KEYS = ("title", "about", "seeds", "train", "evaluate", "variants")
+KEYS = ("title", "about", "seeds", "train", "evaluate", "variants", "stage2")
 QUOTED_STEPS = (10, 50, 150)
 ONE_STEP_RATIO = 0.2  # goal 3
 
@@ -43,15 +45,33 @@ def load_study(name: str) -> dict:
     unknown = sorted(set(study) - set(KEYS))
     if unknown:
         raise UserError(f"{path}: unknown key '{unknown[0]}'; expected {', '.join(KEYS)}")
-    if not isinstance(study.get("variants"), dict) or not study["variants"]:
-        raise UserError(f"{path}: 'variants' must map names to lists of train.py words")
-    for variant, words in study["variants"].items():
-        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            raise UserError(f"{path}: variants.{variant}: expected a list of key=value words")
+    check_variants(path, "variants", study.get("variants"))
+    if "stage2" in study:
+        check_stage2(path, study)
     study.setdefault("seeds", [0])
     study.setdefault("train", [])
     study.setdefault("evaluate", [])
     return study
+
+
+def check_variants(path: Path, where: str, variants) -> None:
+    if not isinstance(variants, dict) or not variants:
+        raise UserError(f"{path}: '{where}' must map names to lists of train.py words")
+    for variant, words in variants.items():
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise UserError(f"{path}: {where}.{variant}: expected a list of key=value words")
+
+
+def check_stage2(path: Path, study: dict) -> None:
+    """stage2: {candidates: variant names, variants: name -> words added to the best's}."""
+    stage2 = study["stage2"]
+    if not isinstance(stage2, dict) or sorted(stage2) != ["candidates", "variants"]:
+        raise UserError(f"{path}: stage2: expected the keys candidates and variants")
+    unknown = [c for c in stage2["candidates"] or [] if c not in study["variants"]]
+    if unknown or not stage2["candidates"]:
+        raise UserError(f"{path}: stage2.candidates: expected names of variants, got "
+                        f"{stage2['candidates']}")
+    check_variants(path, "stage2.variants", stage2["variants"])
 
 
 def curves(run: dict, metric: str) -> dict[str, np.ndarray]:
@@ -184,11 +204,12 @@ def write(name: str, study: dict, runs: dict[str, list[dict]], out: Path, info: 
           f"- Rollouts: {summary['sequences']} test episodes, {summary['horizon']} steps after "
           f"{summary['context']} true frame; copy-first repeats that frame.",
           f"- Time: {fit_minutes(runs):.1f} min of `trainer.fit` over all runs (from their "
-          f"results.json), {sum(info['walls'].values()) / 60:.1f} min of the train and "
+          f"results), {sum(info['walls'].values()) / 60:.1f} min of the train and "
           f"evaluate processes this study started itself (finished runs are skipped). Runs: "
           f"`{info['root']}/<variant>/seed<k>/`.", "",
           "## Variants", "",
-          *(f"- **{v}**: `{' '.join(words)}`" for v, words in study["variants"].items()), "",
+          *(f"- **{v}**: `{' '.join(words)}`" if words else f"- **{v}**: the defaults"
+            for v, words in study["variants"].items()), "",
           "## Results", "", *results_table(runs), "",
           "Test MSE: one-step (teacher-forced) over the test windows; AR: the open-loop rollout, "
           "mean over test episodes and seeds. Road IoU: the road pixels of a prediction against "

@@ -1,6 +1,6 @@
-"""Build every object from the composed config, fit, test, and write results.json."""
+"""Build every object from the composed config, fit, test, and write the run's results."""
 
-import json
+import inspect
 import os
 import time
 from pathlib import Path
@@ -13,13 +13,14 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from world_models import runs
 from world_models.checkpointing import check_checkpoint_file
 from world_models.data.datamodule import CarRacingDataModule, check_split, float_batch
 from world_models.errors import UserError
 from world_models.metrics import window_baselines
-from world_models.models.world_model import WorldModel, check_hparams
-from world_models.runs import resolve_ckpt_path
-from world_models.settings import check_types
+from world_models.models.hparams import check_hparams
+from world_models.models.world_model import WorldModel
+from world_models.settings import check_known, check_types
 
 
 class Throughput(Callback):
@@ -93,12 +94,25 @@ def check_checkpoint(path, model: WorldModel) -> None:
             )
 
 
+# WorldModel's arguments that train.py takes from data.* and train.*, not from model.*.
+NOT_MODEL_SETTINGS = ("self", "frame_shape", "protocol", "input_noise", "scheduled_sampling",
+                      "open_loop")
+
+
+def model_settings() -> list[str]:
+    """The keys model.* may hold: WorldModel's arguments, where the model's settings are
+    defined once (a checkpoint rebuilds the model from them)."""
+    return [name for name in inspect.signature(WorldModel.__init__).parameters
+            if name not in NOT_MODEL_SETTINGS]
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible settings before data is collected or anything is built."""
+    check_known(cfg.model, "model", model_settings())
     check_types(cfg)
     if int(cfg.trainer.max_epochs) < 1:
         raise UserError(f"trainer.max_epochs: expected >= 1, got {cfg.trainer.max_epochs}")
-    check_split(cfg.data.split, needs=("train", "test"))  # results.json holds the test MSE
+    check_split(cfg.data.split, needs=("train", "test"))  # the results hold the test MSE
     m, size = cfg.model, int(cfg.data.resolution)
     check_hparams(m.core, m.hidden_size, m.lr, cfg.train.protocol, encoder=m.encoder,
                   frame_shape=(3, size, size), warp=m.warp, l1_weight=m.l1_weight,
@@ -111,10 +125,8 @@ def check_config(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict:
     """Fit and test one model as `cfg` says; return (and write) its results."""
     check_config(cfg)
-    ckpt_path = resolve_ckpt_path(cfg)
+    ckpt_path = runs.resolve_ckpt_path(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    out_dir = Path(cfg.paths.output_dir)
-
     datamodule = CarRacingDataModule.from_config(cfg)
     # Collect and split here, in the launching process, before DDP starts workers.
     datamodule.prepare_data()
@@ -128,7 +140,21 @@ def train(cfg: DictConfig) -> dict:
     elif model.fade is not None:  # what to expect where nothing is known: at first, the average
         with torch.no_grad():
             model.fade.frame.copy_(datamodule.mean_frame())
+    fitted = fit_and_test(cfg, model, datamodule, ckpt_path)
+    if not fitted["trainer"].is_global_zero:
+        return {}
+    out_dir = Path(cfg.paths.output_dir)
+    results = results_of(cfg, model, datamodule, fitted, out_dir)
+    path = runs.write_results(out_dir, results)
+    print(format_results(results))
+    print(f"results: {path}  checkpoints: {out_dir / 'checkpoints'}  "
+          f"logs: {out_dir}")
+    return results
 
+
+def fit_and_test(cfg: DictConfig, model: WorldModel, datamodule, ckpt_path) -> dict:
+    """trainer.fit, then trainer.test of the checkpoint checkpoint_monitor chose (or the last
+    epoch); what the results are made of."""
     throughput = Throughput()
     callbacks = [*build_callbacks(cfg), throughput]
     loggers = build_loggers(cfg)
@@ -153,19 +179,29 @@ def train(cfg: DictConfig) -> dict:
             import wandb
 
             wandb.finish()  # so every job of a multirun is its own W&B run
-    if not trainer.is_global_zero:
-        return {}
-
-    baselines = window_baselines(map(float_batch, datamodule.test_dataloader()),
-                                 datamodule.mean_frame())
-    test_mse = float(tested[0]["test/loss"])
     # None when no epoch was validated (a resumed run carries its predecessor's best).
     best_score = checkpoint.best_model_score if best else None
-    results = {
+    return {"trainer": trainer, "test_mse": float(tested[0]["test/loss"]), "best": best,
+            "best_score": best_score, "last_val": last_val, "rollout_mse": rollout_mse,
+            "fit_seconds": fit_seconds, "frames_per_s": throughput.frames_per_s}
+
+
+def results_of(cfg: DictConfig, model: WorldModel, datamodule, fitted: dict,
+               out_dir: Path) -> dict:
+    """The run's results: the tested MSE against the baselines on the same windows, and what
+    was trained, how long and how fast."""
+    baselines = window_baselines(map(float_batch, datamodule.test_dataloader()),
+                                 datamodule.mean_frame())
+    test_mse, trainer = fitted["test_mse"], fitted["trainer"]
+
+    def number(value):
+        return None if value is None else float(value)
+
+    return {
         "test_mse": test_mse,
-        "best_val_mse": None if best_score is None else float(best_score),
-        "last_val_mse": None if last_val is None else float(last_val),
-        "val_rollout_mse_ar": None if rollout_mse is None else float(rollout_mse),
+        "best_val_mse": number(fitted["best_score"]),
+        "last_val_mse": number(fitted["last_val"]),
+        "val_rollout_mse_ar": number(fitted["rollout_mse"]),
         "baselines": baselines,
         "ratio_to_copy_last": test_mse / baselines["copy_last"] if baselines["copy_last"] else None,
         "core": cfg.model.core,
@@ -174,22 +210,17 @@ def train(cfg: DictConfig) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
-        "train_frames_per_s": throughput.frames_per_s,
-        "fit_seconds": fit_seconds,
+        "train_frames_per_s": fitted["frames_per_s"],
+        "fit_seconds": fitted["fit_seconds"],
         "seed": cfg.seed,
-        "checkpoint": best or last_checkpoint(out_dir),
+        "checkpoint": fitted["best"] or last_checkpoint(out_dir),
         "data_dir": str(cfg.data.dir),
     }
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(format_results(results))
-    print(f"results: {out_dir / 'results.json'}  checkpoints: {out_dir / 'checkpoints'}  "
-          f"logs: {out_dir}")
-    return results
 
 
 def last_checkpoint(out_dir: Path) -> str | None:
     """The run's last.ckpt, when it has one: what was tested if no best was chosen."""
-    path = out_dir / "checkpoints" / "last.ckpt"
+    path = runs.last_checkpoint(out_dir)
     return str(path) if path.is_file() else None
 
 

@@ -150,70 +150,17 @@ def collect(
     Finished episodes are skipped, so running again after an interruption
     completes the dataset. Returns {'recorded', 'skipped', 'env_steps', 'seconds'}.
     """
-    check_spec(spec)
-    if num_episodes < 1:
-        raise UserError(f"data.num_episodes: expected >= 1, got {num_episodes}")
-    if not 0 <= shard < num_shards:
-        raise UserError(
-            f"collect.shard: expected 0 <= shard < num_shards={num_shards}, got {shard}"
-        )
-    workers = workers or len(os.sched_getaffinity(0))
-    if workers < 1:
-        raise UserError(f"collect.workers: expected >= 1, got {workers}")
-
-    directory = make_directory(spec.dir, "data.dir")
-    settings = card_settings(spec)
-    check_request(directory, settings, num_episodes)
-    _check_existing_resolution(directory, spec.resolution)
-    claims.remove_stale(directory)
-    if read_card(directory) is None and not episode_files(directory):
-        write_card(directory, settings)  # before the first episode: the directory is ours
+    workers = check_collect(spec, num_episodes, workers, shard, num_shards)
+    directory = prepare_directory(spec, num_episodes)
     mine = [i for i in range(num_episodes) if i % num_shards == shard]
-    todo = first_todo = [i for i in mine if not episode_path(directory, i).exists()]
-
-    start, env_steps, interrupted = time.perf_counter(), 0, False
-    bar = tqdm(
-        total=len(mine),
-        initial=len(mine) - len(todo),
-        unit="episode",
-        desc=f"collect {directory}",
-        disable=not progress,
-    )
-    workers = min(workers, max(len(todo), 1))
-    if workers == 1:
-        if todo:  # a complete dataset (a training run's every start) needs no simulator
-            _init_worker(spec.env)
-        pool = None
-    else:
-        # spawn, not fork: the parent may hold torch threads or a pygame display. The workers
-        # start with Ctrl-C ignored (Python keeps an inherited SIG_IGN), so only this process
-        # handles it: one message, not a traceback from every worker.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            pool = mp.get_context("spawn").Pool(workers, _init_worker, (spec.env,))
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    recorded, waiting_said = 0, False
+    todo = [i for i in mine if not episode_path(directory, i).exists()]
+    start, done, interrupted = time.perf_counter(), {"recorded": 0, "env_steps": 0}, False
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="episode",
+               desc=f"collect {directory}", disable=not progress)
+    # a complete dataset (a training run's every start) needs no simulator
+    pool = start_workers(spec.env, min(workers, max(len(todo), 1)), needed=bool(todo))
     try:
-        while todo:
-            tasks = [(spec, i) for i in todo]
-            results = map(_collect_one, tasks) if pool is None else pool.imap_unordered(
-                _collect_one, tasks)
-            for _, steps in results:
-                if steps is None:  # another collector has it
-                    continue
-                recorded, env_steps = recorded + 1, env_steps + steps
-                bar.update(1)
-                bar.set_postfix(steps_per_s=f"{env_steps / (time.perf_counter() - start):.0f}")
-            missing = [i for i in mine if not episode_path(directory, i).exists()]
-            todo = [i for i in missing if not claims.held(directory, i)]
-            if missing and not todo:  # all left are being recorded by other collectors
-                if not waiting_said:
-                    tqdm.write(f"waiting for {len(missing)} episodes that other collectors "
-                               f"claimed, e.g. {claims.claim_path(directory, missing[0])}")
-                    waiting_said = True
-                time.sleep(0.5)
-                todo = [i for i in missing if not episode_path(directory, i).exists()]
+        record(spec, directory, mine, todo, pool, bar, done)
     except UserError as err:  # a write failed (full disk, read-only directory)
         raise UserError(f"{err}; the finished episodes in '{directory}' are kept: fix that "
                         f"and run the same command again to collect the rest") from None
@@ -229,14 +176,79 @@ def collect(
         kept = sum(episode_path(directory, i).exists() for i in mine)
         raise Interrupted(f"{kept} of {len(mine)} episodes are kept in '{directory}'; run the "
                           f"same command again to collect the other {len(mine) - kept}")
-    skipped = len(mine) - len(first_todo)
-    return {
-        "recorded": recorded,
-        "skipped": skipped,
-        "by_others": len(mine) - skipped - recorded,
-        "env_steps": env_steps,
-        "seconds": time.perf_counter() - start,
-    }
+    skipped = len(mine) - len(todo)
+    return {**done, "skipped": skipped, "by_others": len(mine) - skipped - done["recorded"],
+            "seconds": time.perf_counter() - start}
+
+
+def check_collect(spec: CollectSpec, num_episodes: int, workers: int | None, shard: int,
+                  num_shards: int) -> int:
+    """Refuse impossible settings, naming the key; the number of workers to start."""
+    check_spec(spec)
+    if num_episodes < 1:
+        raise UserError(f"data.num_episodes: expected >= 1, got {num_episodes}")
+    if not 0 <= shard < num_shards:
+        raise UserError(f"collect.shard: expected 0 <= shard < num_shards={num_shards}, "
+                        f"got {shard}")
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers < 1:
+        raise UserError(f"collect.workers: expected >= 1, got {workers}")
+    return workers
+
+
+def prepare_directory(spec: CollectSpec, num_episodes: int) -> Path:
+    """data.dir, made if missing and checked against what it already holds."""
+    directory = make_directory(spec.dir, "data.dir")
+    settings = card_settings(spec)
+    check_request(directory, settings, num_episodes)
+    _check_existing_resolution(directory, spec.resolution)
+    claims.remove_stale(directory)
+    if read_card(directory) is None and not episode_files(directory):
+        write_card(directory, settings)  # before the first episode: the directory is ours
+    return directory
+
+
+def start_workers(env: str, workers: int, needed: bool):
+    """A pool of `workers` simulator processes, or None to record in this process."""
+    if workers == 1:
+        if needed:
+            _init_worker(env)
+        return None
+    # spawn, not fork: the parent may hold torch threads or a pygame display. The workers
+    # start with Ctrl-C ignored (Python keeps an inherited SIG_IGN), so only this process
+    # handles it: one message, not a traceback from every worker.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return mp.get_context("spawn").Pool(workers, _init_worker, (env,))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def record(spec: CollectSpec, directory: Path, mine: list[int], todo: list[int], pool, bar,
+           done: dict) -> None:
+    """Record `todo` until every episode of `mine` is on disk, waiting for the ones other
+    collectors claimed; counts go to `done` as they finish."""
+    start, waiting_said = time.perf_counter(), False
+    while todo:
+        tasks = [(spec, i) for i in todo]
+        results = map(_collect_one, tasks) if pool is None else pool.imap_unordered(
+            _collect_one, tasks)
+        for _, steps in results:
+            if steps is None:  # another collector has it
+                continue
+            done["recorded"] += 1
+            done["env_steps"] += steps
+            bar.update(1)
+            bar.set_postfix(steps_per_s=f"{done['env_steps'] / (time.perf_counter() - start):.0f}")
+        missing = [i for i in mine if not episode_path(directory, i).exists()]
+        todo = [i for i in missing if not claims.held(directory, i)]
+        if missing and not todo:  # all left are being recorded by other collectors
+            if not waiting_said:
+                tqdm.write(f"waiting for {len(missing)} episodes that other collectors "
+                           f"claimed, e.g. {claims.claim_path(directory, missing[0])}")
+                waiting_said = True
+            time.sleep(0.5)
+            todo = [i for i in missing if not episode_path(directory, i).exists()]
 
 
 def _check_existing_resolution(directory: Path, resolution: int) -> None:
@@ -260,15 +272,10 @@ def spec_from_config(cfg) -> CollectSpec:
     """Build a CollectSpec from the composed Hydra config (data, policy, collect, seed)."""
     from omegaconf import OmegaConf
 
-    return CollectSpec(
-        dir=str(cfg.data.dir),
-        episode_steps=int(cfg.data.episode_steps),
-        skip_frames=int(cfg.data.skip_frames),
-        resolution=int(cfg.data.resolution),
-        policy=OmegaConf.to_container(cfg.policy, resolve=True),
-        env=str(cfg.collect.env),
-        seed=int(cfg.data.seed),
-    )
+    return CollectSpec(dir=str(cfg.data.dir), episode_steps=int(cfg.data.episode_steps),
+                       skip_frames=int(cfg.data.skip_frames), resolution=int(cfg.data.resolution),
+                       policy=OmegaConf.to_container(cfg.policy, resolve=True),
+                       env=str(cfg.collect.env), seed=int(cfg.data.seed))
 
 
 def collect_from_config(cfg, progress: bool = True) -> dict:
@@ -277,14 +284,8 @@ def collect_from_config(cfg, progress: bool = True) -> dict:
 
     check_types(cfg)
     spec = spec_from_config(cfg)
-    stats = collect(
-        spec,
-        int(cfg.data.num_episodes),
-        cfg.collect.workers,
-        int(cfg.collect.shard),
-        int(cfg.collect.num_shards),
-        progress,
-    )
+    stats = collect(spec, int(cfg.data.num_episodes), cfg.collect.workers,
+                    int(cfg.collect.shard), int(cfg.collect.num_shards), progress)
     card = read_card(spec.dir)
     if stats["recorded"] or not card or card.get("episodes") != len(episode_files(spec.dir)):
         card = dataset_card(spec.dir, **card_settings(spec))

@@ -25,7 +25,7 @@ from torch import nn
 from world_models.errors import UserError
 
 SCHEDULES = ("none", "linear", "exponential", "inverse_sigmoid")
-KEYS = ("schedule", "start", "end", "decay_steps", "k")
+KEYS = ("schedule", "start", "end", "decay", "decay_steps", "k")
 PREFIX = "train.scheduled_sampling"
 
 
@@ -33,7 +33,7 @@ def true_frame_probability(schedule: Mapping, step: int) -> float:
     """The probability of feeding the true frame at global step ``step``, from start to end::
 
         none             1
-        linear           start -> end over decay_steps steps, then end
+        linear           start -> end over decay_steps steps, then end (with_decay_steps)
         exponential      end + (start - end) * k**step                    (0 < k < 1)
         inverse_sigmoid  end + (start - end) * k / (k + exp(step / k))    (k >= 1)
     """
@@ -66,14 +66,27 @@ def check_schedule(schedule: Mapping) -> None:
         value = schedule.get(key)
         if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
             raise UserError(f"{PREFIX}.{key}: expected a probability in [0, 1], got {value}")
-    decay_steps, k = schedule.get("decay_steps"), schedule.get("k")
-    if name == "linear" and not (isinstance(decay_steps, int | float) and decay_steps > 0):
-        raise UserError(f"{PREFIX}.decay_steps: expected > 0 for linear, got {decay_steps}")
+    decay_steps, decay, k = schedule.get("decay_steps"), schedule.get("decay"), schedule.get("k")
+    if name == "linear" and decay_steps is not None:
+        if not (isinstance(decay_steps, int | float) and decay_steps > 0):
+            raise UserError(f"{PREFIX}.decay_steps: expected > 0 for linear, got {decay_steps}")
+    elif name == "linear" and not (isinstance(decay, int | float) and 0 < decay <= 1):
+        raise UserError(f"{PREFIX}.decay: expected a fraction of the run in (0, 1] for linear "
+                        f"(or decay_steps > 0), got {decay}")
     if name == "exponential" and not (isinstance(k, int | float) and 0 < k < 1):
         raise UserError(f"{PREFIX}.k: expected 0 < k < 1 for exponential "
                         f"(e.g. 0.9997), got {k}")
     if name == "inverse_sigmoid" and not (isinstance(k, int | float) and k >= 1):
         raise UserError(f"{PREFIX}.k: expected k >= 1 for inverse_sigmoid (e.g. 2000), got {k}")
+
+
+def with_decay_steps(schedule: Mapping, total_steps: int) -> dict:
+    """The schedule with its linear decay as a step count: decay_steps when set, else the
+    fraction `decay` of the run's `total_steps` optimizer steps (rounded, at least 1)."""
+    schedule = dict(schedule)
+    if schedule.get("decay_steps") is None and schedule.get("decay") is not None:
+        schedule["decay_steps"] = max(1, round(schedule["decay"] * total_steps))
+    return schedule
 
 
 def scheduled_rollout(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,

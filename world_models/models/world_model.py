@@ -13,21 +13,20 @@ import torch
 import torch.nn.functional as F
 
 from world_models.errors import UserError
-from world_models.models.cores import CORES, build_core
-from world_models.models.frames import FRAME_CODECS, build_frame_codec
+from world_models.models.cores import build_core
+from world_models.models.frames import build_frame_codec
+from world_models.models.hparams import check_hparams
 from world_models.models.losses import fast_ssim
 from world_models.models.sampling import (
     OWN_STEP_FEATURES,
-    check_open_loop,
-    check_schedule,
     own_steps_features,
     scheduled_rollout,
     true_frame_probability,
     unroll,
+    with_decay_steps,
 )
-from world_models.models.warps import WARPS, Fade, KeepGate, build_warp
+from world_models.models.warps import Fade, KeepGate, build_warp
 
-PROTOCOLS = ("bptt", "per_step")
 SSIM_STRIDE = 4
 
 
@@ -81,6 +80,7 @@ class WorldModel(L.LightningModule):
         # per_step reproduces the course's loop: an optimizer step after every time step.
         self.automatic_optimization = protocol == "bptt"
         self._rng, self._rng_state = None, None  # see training_generator()
+        self._schedule = None  # see scheduled_sampling()
 
     def forward(self, frames, actions, state=None, own_steps: int = 0):
         """frames [B, T, 3, H, W], actions [B, T, A] -> next frames [B, T, 3, H, W], state.
@@ -176,11 +176,18 @@ class WorldModel(L.LightningModule):
         if self.hparams.scheduled_sampling["schedule"] == "none":
             next_frames_pred, _ = self(inputs[:, :-1], actions[:, :-1])
         else:
-            prob = true_frame_probability(self.hparams.scheduled_sampling, self.global_step)
+            prob = true_frame_probability(self.scheduled_sampling(), self.global_step)
             self.log("train/teacher_forcing_prob", prob, on_step=True, on_epoch=False)
             next_frames_pred = scheduled_rollout(self, inputs, actions[:, :-1], prob,
                                                  self.training_generator())
         return self.objective(next_frames_pred, frames[:, 1:])
+
+    def scheduled_sampling(self) -> dict:
+        """train.scheduled_sampling with its decay in optimizer steps of this run."""
+        if self._schedule is None:
+            total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
+            self._schedule = with_decay_steps(self.hparams.scheduled_sampling, total)
+        return self._schedule
 
     def run_progress(self) -> float:
         """The fraction of the run's optimizer steps taken, 0 outside a fit."""
@@ -262,53 +269,3 @@ class WorldModel(L.LightningModule):
         return torch.optim.Adam([{"params": rest},
                                  {"params": list(self.fade.parameters()),
                                   "lr": lr * self.hparams.get("fade_lr_scale", 1.0)}], lr=lr)
-
-
-def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
-                  encoder: str = "flat", frame_shape=(3, 32, 32), warp: str = "none",
-                  l1_weight: float = 0.0, scheduled_sampling: dict | None = None,
-                  input_noise: float = 0.0, gate: bool = False, residual: bool = False,
-                  open_loop: dict | None = None, ssim_weight: float = 0.0,
-                  fill: bool = False, fade_lr_scale: float = 1.0) -> None:
-    """Refuse impossible settings before anything is built, naming the key."""
-    if core not in CORES:
-        raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
-    if hidden_size <= 0:
-        raise UserError(f"model.hidden_size: expected > 0, got {hidden_size}")
-    if core == "transformer" and hidden_size % 4:
-        raise UserError(f"model.hidden_size: the transformer's 4 heads need a multiple of 4, "
-                        f"got {hidden_size}")
-    if not lr > 0:
-        raise UserError(f"model.lr: expected > 0, got {lr}")
-    if protocol not in PROTOCOLS:
-        raise UserError(f"train.protocol: expected one of {', '.join(PROTOCOLS)}, got '{protocol}'")
-    if encoder not in FRAME_CODECS:
-        raise UserError(f"model.encoder: unknown encoder '{encoder}'; "
-                        f"available: {', '.join(sorted(FRAME_CODECS))}")
-    multiple = FRAME_CODECS[encoder][2]
-    if any(size % multiple for size in frame_shape[1:]):
-        raise UserError(f"model.encoder: '{encoder}' needs frame sides divisible by {multiple}, "
-                        f"got {list(frame_shape[1:])} (data.resolution)")
-    if warp not in WARPS:
-        raise UserError(f"model.warp: unknown warp '{warp}'; available: {', '.join(WARPS)}")
-    if not l1_weight >= 0:
-        raise UserError(f"model.l1_weight: expected >= 0, got {l1_weight}")
-    if not ssim_weight >= 0:
-        raise UserError(f"model.ssim_weight: expected >= 0, got {ssim_weight}")
-    if not fade_lr_scale > 0:
-        raise UserError(f"model.fade_lr_scale: expected > 0, got {fade_lr_scale}")
-    if not input_noise >= 0:
-        raise UserError(f"train.input_noise: expected >= 0, got {input_noise}")
-    if gate and warp == "none" and not residual:
-        raise UserError("model.gate: gates the carried frame, so it needs model.warp=affine|flow "
-                        "or model.residual=true")
-    if fill and not gate:
-        raise UserError("model.fill: fills what the keep gate forgets, so it needs "
-                        "model.gate=true")
-    schedule = scheduled_sampling or {"schedule": "none"}
-    check_schedule(schedule)
-    check_open_loop(open_loop or {"horizon": 0}, schedule, protocol)
-    if protocol == "per_step" and schedule["schedule"] != "none":
-        raise UserError("train.scheduled_sampling.schedule: needs train.protocol=bptt "
-                        f"(per_step feeds one true frame per optimizer step), "
-                        f"got '{schedule['schedule']}' with per_step")
