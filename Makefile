@@ -72,6 +72,7 @@ dream: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_env.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_data.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

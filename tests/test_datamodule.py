@@ -30,19 +30,23 @@ def test_window_counts_drop_the_short_tail(tmp_path):
 def test_frames_and_actions_stay_aligned(tmp_path):
     dm = datamodule(write_counting_dataset(tmp_path, [17] * 10), seq_len=4, stride=3)
     for item in dm.datasets["train"]:
-        frames, actions = item["frames"], item["actions"]  # [L, 3, H, W], [L, 3]
-        assert frames.shape == (4, 3, 4, 4) and actions.shape == (4, 3)
-        frame_values = torch.round(frames[:, 0, 0, 0] * 255) % 256
+        frames, actions = item["frames"], item["actions"]  # [L, H, W, 3] uint8, [L, 3]
+        assert frames.shape == (4, 4, 4, 3) and actions.shape == (4, 3)
+        frame_values = frames[:, 0, 0, 0].float()  # uint8: the values as written
         steps = actions[:, 1] * 256  # frame t = offset + t, action t = [0, t / 256, 0]
         episode_offset = frame_values[0] - steps[0]
         assert torch.equal(frame_values, (episode_offset + steps) % 256)
         assert torch.equal(steps[1:] - steps[:-1], torch.ones(3))
 
 
-def test_batches_are_float_and_memory_stays_uint8(tmp_path):
+def test_batches_are_uint8_until_the_device_and_memory_stays_uint8(tmp_path):
     dm = datamodule(write_counting_dataset(tmp_path, [30] * 10, size=8), seq_len=6, batch_size=3)
-    batch = next(iter(dm.train_dataloader()))
+    loaded = next(iter(dm.train_dataloader()))
+    assert loaded["frames"].shape == (3, 6, 8, 8, 3) and loaded["frames"].dtype == torch.uint8
+    batch = dm.on_after_batch_transfer(loaded, 0)  # what Lightning hands the model
     assert batch["frames"].shape == (3, 6, 3, 8, 8) and batch["frames"].dtype == torch.float32
+    assert batch["frames"].is_contiguous()
+    assert torch.equal(batch["frames"], loaded["frames"].movedim(-1, -3).float() / 255)
     assert 0 <= batch["frames"].min() and batch["frames"].max() <= 1
     assert batch["actions"].shape == (3, 6, 3)
     assert all(f.dtype == torch.uint8 for f in dm.datasets["train"].frames)

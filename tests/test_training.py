@@ -55,7 +55,7 @@ def test_training_reduces_the_train_loss(tiny_data, core, protocol):
     import lightning as L
     import torch
 
-    from world_models.data.datamodule import CarRacingDataModule
+    from world_models.data.datamodule import CarRacingDataModule, float_batch
     from world_models.models.world_model import WorldModel
 
     L.seed_everything(0, verbose=False)
@@ -67,7 +67,8 @@ def test_training_reduces_the_train_loss(tiny_data, core, protocol):
 
     def train_loss() -> float:
         with torch.no_grad():
-            losses = [model.window_loss(batch).item() for batch in dm.train_dataloader()]
+            losses = [model.window_loss(float_batch(batch)).item()
+                      for batch in dm.train_dataloader()]
         return sum(losses) / len(losses)
 
     threads = torch.get_num_threads()

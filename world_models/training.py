@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from world_models import runs
 from world_models.checkpointing import check_checkpoint_file
-from world_models.data.datamodule import CarRacingDataModule, check_split
+from world_models.data.datamodule import CarRacingDataModule, check_split, float_batch
 from world_models.errors import UserError
 from world_models.metrics import window_baselines
 from world_models.models.hparams import check_hparams
@@ -192,7 +192,8 @@ def results_of(cfg: DictConfig, model: WorldModel, datamodule, fitted: dict,
                out_dir: Path) -> dict:
     """The run's results: the tested MSE against the baselines on the same windows, and what
     was trained, how long and how fast."""
-    baselines = window_baselines(datamodule.test_dataloader(), datamodule.mean_frame())
+    baselines = window_baselines(map(float_batch, datamodule.test_dataloader()),
+                                 datamodule.mean_frame())
     test_mse, trainer = fitted["test_mse"], fitted["trainer"]
 
     def number(value):

@@ -5,9 +5,18 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from world_models.data.episodes import Episode, episode_files, load_dataset
+from world_models.data.cache import cached_episodes
+from world_models.data.episodes import Episode, dataset_files, episode_files, load_dataset
+from world_models.data.windows import (  # noqa: F401  (to_float_frames, float_batch: importers)
+    EpochSampler,
+    WindowDataset,
+    as_tensor,
+    float_batch,
+    stacked,
+    to_float_frames,
+)
 from world_models.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -52,61 +61,6 @@ def split_episodes(count: int, fractions, seed: int) -> dict[str, list[int]]:
     }
 
 
-class WindowDataset(Dataset):
-    """Windows frames[s:s+L], actions[s:s+L] of each episode, starts s = 0, stride, ...
-
-    A tail shorter than a window is dropped rather than zero-padded: padding
-    would teach the model to predict black frames. Frames stay uint8 in memory.
-    """
-
-    def __init__(self, episodes: list[Episode], seq_len: int, stride: int):
-        self.seq_len = seq_len
-        self.frames = [torch.from_numpy(ep.frames) for ep in episodes]  # [T+1, H, W, 3] uint8
-        self.actions = [torch.from_numpy(ep.actions) for ep in episodes]  # [T, 3]
-        self.index = [
-            (e, start)
-            for e, ep in enumerate(episodes)
-            for start in range(0, ep.steps - seq_len + 1, stride)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        e, start = self.index[i]
-        stop = start + self.seq_len
-        return {
-            "frames": to_float_frames(self.frames[e][start:stop]),  # [L, 3, H, W]
-            "actions": self.actions[e][start:stop],  # [L, 3]
-        }
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """A shuffle drawn from (seed, epoch) alone, so a resumed run sees the same order.
-
-    Lightning calls set_epoch at the start of each epoch; under DDP it wraps this
-    sampler in a distributed one that splits the order between processes.
-    """
-
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size
-
-
-def to_float_frames(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [0, 1]."""
-    return frames.movedim(-1, -3).float().div_(255.0)
-
-
 class CarRacingDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -121,8 +75,11 @@ class CarRacingDataModule(L.LightningDataModule):
         collect_config=None,
         train_seq_len: int | None = None,
         train_stride: int | None = None,
+        cache: bool = True,
     ):
         super().__init__()
+        if not isinstance(cache, bool):
+            raise UserError(f"data.cache: expected true or false, got '{cache}'")
         if seq_len < 2:
             raise UserError(
                 f"data.seq_len: expected >= 2 (a frame and its successor), got {seq_len}"
@@ -149,7 +106,7 @@ class CarRacingDataModule(L.LightningDataModule):
         self.dir = Path(dir)
         self.seq_len, self.stride, self.batch_size = seq_len, stride, batch_size
         self.split, self.seed, self.num_workers = split, seed, num_workers
-        self.collect, self.collect_config = collect, collect_config
+        self.collect, self.collect_config, self.cache = collect, collect_config, cache
         self.episodes: dict[str, list[Episode]] = {}
         self.datasets: dict[str, WindowDataset] = {}
 
@@ -169,6 +126,7 @@ class CarRacingDataModule(L.LightningDataModule):
             collect_config=cfg,
             train_seq_len=d.get("train_seq_len"),
             train_stride=d.get("train_stride"),
+            cache=d.get("cache", True),
         )
 
     def prepare_data(self) -> None:
@@ -178,21 +136,23 @@ class CarRacingDataModule(L.LightningDataModule):
 
         has_episodes = self.dir.is_dir() and bool(episode_files(self.dir))
         collecting = self.collect and self.collect_config is not None
-        if has_episodes and (not collecting or read_card(self.dir) is None):
-            return
-        if not collecting:
+        if not has_episodes and not collecting:
             where = ("does not exist" if not self.dir.exists() else
                      "is a file, expected a directory," if not self.dir.is_dir() else
                      "holds no episode files (*.npz)")
             raise UserError(f"data.dir: '{self.dir}' {where} and data.collect=false")
-        from world_models.data.collection import collect_from_config
+        if collecting and (not has_episodes or read_card(self.dir) is not None):
+            from world_models.data.collection import collect_from_config
 
-        collect_from_config(self.collect_config)
+            collect_from_config(self.collect_config)
+        if self.cache:  # built here once per machine (Lightning's local rank 0), read by all
+            cached_episodes(self.dir, dataset_files(self.dir))
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        episodes = load_dataset(self.dir)
+        episodes = (cached_episodes(self.dir, dataset_files(self.dir)) if self.cache
+                    else load_dataset(self.dir))
         parts = split_episodes(len(episodes), self.split, self.seed)
         for name in SPLITS:
             self.episodes[name] = [episodes[i] for i in parts[name]]
@@ -226,8 +186,8 @@ class CarRacingDataModule(L.LightningDataModule):
         """
         return [
             {
-                "frames": to_float_frames(torch.from_numpy(ep.frames)),
-                "actions": torch.from_numpy(ep.actions),
+                "frames": to_float_frames(as_tensor(ep.frames)),
+                "actions": as_tensor(ep.actions),
                 "name": ep.name,
             }
             for ep in self.episodes[split]
@@ -241,9 +201,20 @@ class CarRacingDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
+            collate_fn=stacked,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.on_gpu(),
         )
+
+    def on_gpu(self) -> bool:
+        """Whether a Trainer is training on a GPU: then pinned batches copy asynchronously."""
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Frames cross to the device as uint8, a quarter of float32's bytes, and become float
+        there (Lightning calls this hook on the device's batch)."""
+        return float_batch(batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

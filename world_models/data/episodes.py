@@ -155,8 +155,8 @@ def episode_files(directory) -> list[Path]:
     return sorted(Path(directory).glob("*.npz"))
 
 
-def load_dataset(directory) -> list[Episode]:
-    """Read every episode of a directory; raise UserError if there are none."""
+def dataset_files(directory) -> list[Path]:
+    """The episode files of a dataset directory; raise UserError if there are none."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise UserError(f"data.dir: '{directory}' is a file, expected a directory")
@@ -165,7 +165,12 @@ def load_dataset(directory) -> list[Episode]:
     files = episode_files(directory)
     if not files:
         raise UserError(f"data.dir: no episode files (*.npz) in '{directory}'")
-    episodes = [read_episode(f) for f in files]
+    return files
+
+
+def load_dataset(directory) -> list[Episode]:
+    """Read every episode of a directory into memory; raise UserError if there are none."""
+    episodes = [read_episode(f) for f in dataset_files(directory)]
     shapes = {e.frames.shape[1:] for e in episodes}
     if len(shapes) > 1:
         raise UserError(f"data.dir: episodes in '{directory}' have different frame shapes {shapes}")

@@ -25,6 +25,15 @@ def fast_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     the padded window as one small matrix per axis: differentiable and cheap enough to train on
     (torchmetrics' 2-D convolution took 12 s forward and backward for 1,600 frames here, a
     grouped 1-D one 8 s). A test holds it equal to torchmetrics."""
+    # The variances are differences of near-equal windowed moments: in bfloat16 (8 bits of
+    # mantissa, trainer.precision=bf16-mixed) they cancel into noise and SSIM exceeds 1, so the
+    # loss goes negative. Always float32.
+    with torch.autocast(pred.device.type, enabled=False):
+        return windowed_ssim(pred.float(), target.float())
+
+
+def windowed_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """fast_ssim in the inputs' dtype."""
     channels, height, width = pred.shape[1:]
     rows = gaussian_window_matrix(height, pred.dtype, pred.device)  # [H, H]
     cols = gaussian_window_matrix(width, pred.dtype, pred.device)  # [W, W]
