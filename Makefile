@@ -55,8 +55,9 @@ report: $(STAMP)
 compare: $(STAMP)
 	$(PY) -m world_models.compare --out '$(OUT)' $(if $(STUDY),--study '$(STUDY)') $(if $(DIR),--dir '$(DIR)') $(HYDRA_ARGS)
 
+# A grid from conf/sweep/ (default: cores.yaml, both LSTM cores over three seeds).
 sweep: $(STAMP)
-	$(PY) train.py -m model.core=builtin,scratch seed=0,1,2 group=sweep $(HYDRA_ARGS)
+	$(PY) train.py -m $(if $(filter sweep=%,$(MAKEOVERRIDES)),,sweep=cores) $(HYDRA_ARGS)
 
 # A search with Hydra's Optuna sweeper (conf/hparams_search/); rerun to continue a study.
 tune: $(STAMP)

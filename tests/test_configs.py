@@ -73,3 +73,12 @@ def test_a_schedule_the_per_step_loop_cannot_draw_is_refused():
     with pytest.raises(UserError, match="^train.scheduled_sampling.schedule: needs "
                                         "train.protocol=bptt"):
         check_config(cfg)
+
+
+def test_the_sweep_grid_is_a_config_file():
+    """make sweep runs train.py -m sweep=cores: the grid is conf/sweep/cores.yaml's."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["sweep=cores"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {"model.core": "builtin,scratch", "seed": "0,1,2"}
+    assert cfg.group == "sweep"
+    assert "sweep=cores" in (ROOT / "Makefile").read_text()
