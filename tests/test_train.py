@@ -43,11 +43,9 @@ RUNS = {
     **{name: overrides for name, (_, _, overrides) in CASES.items()},
     # The first half of an interrupted builtin-bptt-wandb (resumed in test_resume_...).
     "resume-first-epoch": ["model=builtin", "trainer.max_epochs=1", NOISE],
-    # builtin-bptt-wandb ended as a kill would, when its second epoch starts: the schedules are
-    # fractions of the run, so its first half is not a 1-epoch run's whole
-    "interrupted": ["model=builtin", "trainer.max_epochs=2", NOISE,
-                    "+callbacks.crash._target_=tests.helpers.CrashAtEpoch",
-                    "+callbacks.crash.epoch=1"],
+    # builtin-bptt-wandb killed as epoch 2 starts (schedules are fractions of the run)
+    "interrupted": ["model=builtin", "trainer.max_epochs=2", NOISE, "+callbacks.crash.epoch=1",
+                    "+callbacks.crash._target_=tests.helpers.CrashAtEpoch"],
     "multirun": ["-m", "model=builtin,scratch", "trainer.max_epochs=1"],
     **{" ".join(overrides): overrides for overrides, _ in BAD_CLI},
 }
