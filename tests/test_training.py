@@ -23,6 +23,7 @@ BAD = [
     (["data.seq_len=abc"], ["data.seq_len", "expected an integer", "'abc'"]),
     (["model.lr=abc"], ["model.lr", "expected a number", "'abc'"]),
     (["seed=abc"], ["seed", "expected an integer", "'abc'"]),
+    (["model.fade=maybe"], ["model.fade", "expected true or false", "'maybe'"]),
     (["data.num_workers=-1"], ["data.num_workers", ">= 0"]),
     (["ckpt_path=/tmp"], ["ckpt_path", "'/tmp' is a directory"]),
     (["ckpt_path=/etc/passwd"], ["ckpt_path", "is not a checkpoint"]),

@@ -1,4 +1,5 @@
-"""The numeric settings a user can type, and their types, checked before anything runs.
+"""The numeric and yes/no settings a user can type, and their types, checked before anything
+runs.
 
 A value of the wrong type (`data.seq_len=abc`) would otherwise reach a comparison or a
 DataLoader and end in a TypeError traceback far from the key that caused it.
@@ -8,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 _MISSING = object()
 INT, FLOAT, OPTIONAL_INT = "an integer", "a number", "an integer or null"
+BOOL = "true or false"  # a typo such as model.fade=maybe would otherwise count as true
 
 TYPES = {
     "seed": INT,
@@ -27,6 +29,12 @@ TYPES = {
     "model.l1_weight": FLOAT,
     "model.ssim_weight": FLOAT,
     "model.fade_lr_scale": FLOAT,
+    "model.residual": BOOL,
+    "model.gate": BOOL,
+    "model.fill": BOOL,
+    "model.fade": BOOL,
+    "model.own_steps_input": BOOL,
+    "train.open_loop.detach": BOOL,
     "model.latent_size": INT,
     "model.kl_weight": FLOAT,
     "model.kl_warmup": FLOAT,
@@ -50,6 +58,8 @@ TYPES = {
 
 
 def _fits(value, kind: str) -> bool:
+    if kind == BOOL:
+        return isinstance(value, bool)
     if isinstance(value, bool):
         return False
     if kind == FLOAT:
