@@ -229,3 +229,38 @@ def test_warns_when_evaluating_on_another_split(trained, capsys):
     assert capsys.readouterr().out == ""
     evaluation.warn_if_split_differs(ckpt, other)
     assert capsys.readouterr().out.startswith("warning: data.split=[0.8, 0.1, 0.1]")
+
+
+def test_baselines_on_other_data_come_from_the_runs_training_data(trained, tmp_path, capsys):
+    """On a held-out dataset the mean frame is the run's mean *training* frame, not the mean of
+    the data being evaluated (which would know the test distribution)."""
+    import shutil
+
+    import numpy as np
+
+    from world_models.data.datamodule import CarRacingDataModule
+    root, data, ckpt = trained
+    heldout = tmp_path / "heldout"
+    heldout.mkdir()
+    for path in sorted(data.glob("*.npz"))[:3]:
+        shutil.copy(path, heldout / path.name)
+    out = tmp_path / "eval"
+    out.mkdir()
+    evaluation.evaluate(compose_config(
+        "evaluate", f"ckpt={ckpt}", "data=tiny", f"data.dir={heldout}", "split=all",
+        f"rollout.horizon={HORIZON}", f"paths.output_dir={out}"))
+    assert "baselines: mean frame and climatology from the run's training data" in \
+        capsys.readouterr().out
+    trained_on = CarRacingDataModule(dir=data, split=[0.6, 0.2, 0.2], collect=False)
+    trained_on.setup()
+    mean = trained_on.mean_frame().numpy()
+    episodes = sorted(heldout.glob("*.npz"))
+    first = [np.load(p)["frames"][1].transpose(2, 0, 1) / 255.0 for p in episodes]
+    expected = np.mean([((mean - f) ** 2).mean() for f in first])
+    with open(out / "rollout_metrics.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["strategy"] == "mean_frame"
+                   and r["metric"] == "mse" and r["step"] == "1")
+    assert float(row["mean"]) == pytest.approx(expected, rel=1e-5)
+    own = np.mean([np.load(p)["frames"].mean(axis=0).transpose(2, 0, 1) / 255.0
+                   for p in episodes], axis=0)
+    assert abs(((own - first[0]) ** 2).mean() - ((mean - first[0]) ** 2).mean()) > 1e-6

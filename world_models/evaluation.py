@@ -117,6 +117,33 @@ def with_training_data(cfg: DictConfig, overrides: list[str] | None) -> DictConf
     return cfg
 
 
+def training_data(cfg: DictConfig, datamodule: CarRacingDataModule) -> CarRacingDataModule:
+    """The data the checkpoint's run trained on, for the baselines that stand for "learned
+    nothing" (the mean training frame, the climatology ensemble).
+
+    On other data (another data.dir, split=all) the evaluated data's own mean frame would
+    know the distribution being tested; the run's training split does not. When the run's
+    config or data is gone, the evaluated data's training split stands in, with a note.
+    """
+    run_config = runs.run_config(runs.run_of(cfg.ckpt))
+    if run_config is None:
+        return datamodule
+    data = OmegaConf.merge(run_config.data, {"collect": False})
+    ours = OmegaConf.to_container(cfg.data, resolve=True)
+    theirs = OmegaConf.to_container(data, resolve=True)
+    if all(theirs.get(k) == ours.get(k) for k in ("dir", "split", "seed")):
+        return datamodule
+    trained = CarRacingDataModule.from_config(OmegaConf.create({"data": theirs}))
+    try:
+        trained.setup()
+    except UserError as err:
+        print(f"baselines: the run's training data is not readable ({err}); the mean frame and "
+              f"the climatology come from the training split of {cfg.data.dir}")
+        return datamodule
+    print(f"baselines: mean frame and climatology from the run's training data, {trained.dir}")
+    return trained
+
+
 def select_sequences(datamodule, split: str, horizon: int) -> tuple[list[dict], int]:
     """Episodes of `split` with >= horizon steps; if none, the longest ones and their length."""
     names = SPLITS if split == "all" else (split,)
@@ -227,13 +254,14 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"rollout.context: {r.context} leaves nothing to predict in the "
                         f"{horizon} steps available")
 
-    values, (truth, tf, ar) = rollout_metrics(model, sequences, datamodule.mean_frame(),
+    trained = training_data(cfg, datamodule)
+    values, (truth, tf, ar) = rollout_metrics(model, sequences, trained.mean_frame(),
                                               horizon, r.context, r.batch_size)
     sensitivity = sensitivity_to_actions(model, sequences, horizon, r.context, r.batch_size,
                                          values["autoregressive"]["psnr"])
     if sensitivity is not None:  # a strategy of its own in the CSV and the summary
         values["action_sensitivity"] = {"psnr_gain": sensitivity}
-    forecasts, samples = ensembles.ensemble_values(model, sequences, datamodule.episodes["train"],
+    forecasts, samples = ensembles.ensemble_values(model, sequences, trained.episodes["train"],
                                                    horizon, r.context, r.samples, r.seed)
     values.update(forecasts)  # ensembles.py: more strategies, with the forecast metrics
     write_files(out_dir, values, (truth, tf, ar), horizon, r, samples)

@@ -40,6 +40,47 @@ class UniformPolicy:
         return self.rng.uniform(ACTION_LOW, ACTION_HIGH).astype(np.float32)
 
 
+class PhasedPolicy:
+    """Stop-and-go driving: phases of `phase_steps` (a random length in that range) of driving,
+    coasting or braking (chosen with probabilities `phases`), and brownian steering throughout.
+
+    It shows a model what the brownian policy rarely does: hard braking and a car standing still.
+    """
+
+    KINDS = ("drive", "coast", "brake")
+
+    def __init__(self, rng: np.random.Generator, phases=(0.5, 0.2, 0.3), phase_steps=(20, 80),
+                 steer_sigma: float = 0.2):
+        self.rng = rng
+        self.p = np.asarray(phases, dtype=np.float64) / np.sum(phases)
+        self.phase_steps = (int(phase_steps[0]), int(phase_steps[1]))
+        self.steer_sigma = float(steer_sigma)
+        self.steer, self.left, self.kind = 0.0, 0, "drive"
+
+    def __call__(self) -> np.ndarray:
+        if self.left == 0:
+            self.kind = self.KINDS[self.rng.choice(len(self.KINDS), p=self.p)]
+            self.left = int(self.rng.integers(self.phase_steps[0], self.phase_steps[1] + 1))
+        self.left -= 1
+        self.steer = float(np.clip(self.steer + self.rng.normal(0.0, self.steer_sigma), -1, 1))
+        gas = self.rng.uniform(0.3, 1.0) if self.kind == "drive" else 0.0
+        brake = self.rng.uniform(0.3, 1.0) if self.kind == "brake" else 0.0
+        return np.array([self.steer, gas, brake], dtype=np.float32)
+
+
+def mixed_policy(rng: np.random.Generator, components=()):
+    """One of `components` (policy configs, each with a `weight`) per episode, drawn from the
+    episode's own generator, so an episode's policy depends on (seed, index) alone."""
+    if not components:
+        raise UserError("policy.components: a mix needs at least one policy")
+    weights = np.asarray([c.get("weight", 1.0) for c in components], dtype=np.float64)
+    chosen = dict(components[rng.choice(len(components), p=weights / weights.sum())])
+    chosen.pop("weight", None)
+    if chosen.get("name") == "mix":
+        raise UserError("policy.components: a mix cannot contain a mix")
+    return make_policy(chosen, rng)
+
+
 def scripted_drive(steps: int, seed: int) -> list[np.ndarray]:
     """A fixed test drive: brownian steering with gas, coast and brake phases of 40 steps.
 
@@ -56,7 +97,8 @@ def scripted_drive(steps: int, seed: int) -> list[np.ndarray]:
     return actions
 
 
-POLICIES = {"brownian": BrownianPolicy, "uniform": UniformPolicy}
+POLICIES = {"brownian": BrownianPolicy, "uniform": UniformPolicy, "phases": PhasedPolicy,
+            "mix": mixed_policy}
 
 
 def make_policy(config: dict, rng: np.random.Generator):
