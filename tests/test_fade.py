@@ -67,3 +67,22 @@ def test_the_fade_learns_at_its_own_rate():
     assert rates == pytest.approx([1e-3, 3e-2])
     with pytest.raises(UserError, match="model.fade_lr_scale: expected > 0"):
         make_model(fade_lr_scale=0.0)
+
+
+def test_a_mean_fade_frame_stays_where_training_starts_it():
+    frames, actions = batch()
+    for fade_frame, moves in (("learned", True), ("mean", False)):
+        model = make_model(lr=1e-2, fade_frame=fade_frame, fade_lr_scale=30.0)
+        with torch.no_grad():
+            model.fade.frame.fill_(0.5)
+            model.fade.head.bias.fill_(0.0)  # trust 0.5: the frame gets gradients
+        optimizer = model.configure_optimizers()
+        before = model.fade.frame.detach().clone()
+        for _ in range(3):
+            optimizer.zero_grad()
+            predictions, _ = unroll(model, frames, actions, context=1)
+            ((predictions - frames[:, 1:]) ** 2).mean().backward()
+            optimizer.step()
+        assert (not torch.equal(model.fade.frame, before)) == moves, fade_frame
+    with pytest.raises(UserError, match="model.fade_frame: expected one of learned, mean"):
+        make_model(fade_frame="average")

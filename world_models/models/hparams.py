@@ -6,7 +6,7 @@ from world_models.errors import UserError
 from world_models.models.cores import CORES
 from world_models.models.frames import FRAME_CODECS
 from world_models.models.sampling import check_open_loop, check_schedule
-from world_models.models.warps import WARPS
+from world_models.models.warps import WARPS, Fade
 
 PROTOCOLS = ("bptt", "per_step")
 
@@ -16,7 +16,8 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
                   l1_weight: float = 0.0, scheduled_sampling: dict | None = None,
                   input_noise: float = 0.0, gate: bool = False, residual: bool = False,
                   open_loop: dict | None = None, ssim_weight: float = 0.0,
-                  fill: bool = False, fade_lr_scale: float = 1.0) -> None:
+                  fill: bool = False, fade_lr_scale: float = 1.0,
+                  fade_frame: str = "learned") -> None:
     """Refuse impossible settings before anything is built, naming the key."""
     if core not in CORES:
         raise UserError(f"model.core: unknown core '{core}'; available: {', '.join(sorted(CORES))}")
@@ -44,6 +45,9 @@ def check_hparams(core: str, hidden_size: int, lr: float, protocol: str, *,
         raise UserError(f"model.ssim_weight: expected >= 0, got {ssim_weight}")
     if not fade_lr_scale > 0:
         raise UserError(f"model.fade_lr_scale: expected > 0, got {fade_lr_scale}")
+    if fade_frame not in Fade.FRAMES:
+        raise UserError(f"model.fade_frame: expected one of {', '.join(Fade.FRAMES)}, "
+                        f"got '{fade_frame}'")
     if not input_noise >= 0:
         raise UserError(f"train.input_noise: expected >= 0, got {input_noise}")
     if gate and warp == "none" and not residual:

@@ -98,9 +98,14 @@ class Fade(nn.Module):
     prediction becomes trust * picture + (1 - trust) * a learned frame, what to expect where
     nothing is known (training starts it at the training split's mean frame). It starts trusting
     (0.99) everywhere and at every step; the clock reads only the own-steps features, which are 0
-    on true frames, so it learns from open-loop training alone how fast pictures go stale."""
+    on true frames, so it learns from open-loop training alone how fast pictures go stale.
+    learn_frame=False (``model.fade_frame=mean``) keeps the frame where training starts it: the
+    fade can then only weigh the picture against the mean training frame."""
 
-    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int, clock_inputs: int):
+    FRAMES = ("learned", "mean")
+
+    def __init__(self, frame_shape: tuple[int, int, int], hidden_size: int, clock_inputs: int,
+                 learn_frame: bool = True):
         super().__init__()
         self.frame_shape = tuple(frame_shape)
         pixels = frame_shape[1] * frame_shape[2]
@@ -109,7 +114,7 @@ class Fade(nn.Module):
         nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
         self.clock = nn.Linear(clock_inputs, pixels, bias=False)
         nn.init.zeros_(self.clock.weight)
-        self.frame = nn.Parameter(torch.zeros(self.frame_shape))
+        self.frame = nn.Parameter(torch.zeros(self.frame_shape), requires_grad=learn_frame)
 
     def forward(self, hidden: Tensor, clock: Tensor, picture: Tensor) -> Tensor:
         """hidden [B, T, Hd], clock [B, T, C], picture [B, T, 3, H, W] -> the faded picture."""
@@ -127,7 +132,7 @@ def fade_param_groups(model: nn.Module, lr: float, scale: float) -> list[dict]:
         return [{"params": list(model.parameters())}]
     faded = {id(p) for p in fade.parameters()}
     return [{"params": [p for p in model.parameters() if id(p) not in faded]},
-            {"params": list(fade.parameters()), "lr": lr * scale}]
+            {"params": [p for p in fade.parameters() if p.requires_grad], "lr": lr * scale}]
 
 
 WARPS: dict[str, type[nn.Module] | None] = {"none": None, "affine": AffineWarp, "flow": FlowWarp}

@@ -57,6 +57,7 @@ class WorldModel(L.LightningModule):
         fill: bool = False,
         fade: bool = False,
         fade_lr_scale: float = 1.0,
+        fade_frame: str = "learned",
         latent: str = "none",
         latent_size: int = 16,
         kl_weight: float = 1e-5,
@@ -68,7 +69,8 @@ class WorldModel(L.LightningModule):
         check_hparams(core, hidden_size, lr, protocol, encoder=encoder, frame_shape=frame_shape,
                       warp=warp, l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
                       input_noise=input_noise, gate=gate, residual=residual, open_loop=open_loop,
-                      ssim_weight=ssim_weight, fill=fill, fade_lr_scale=fade_lr_scale)
+                      ssim_weight=ssim_weight, fill=fill, fade_lr_scale=fade_lr_scale,
+                      fade_frame=fade_frame)
         check_latent(latent, latent_size, kl_weight, kl_warmup, protocol)
         # Only plain values are saved, so load_from_checkpoint rebuilds the core.
         self.save_hyperparameters()
@@ -80,7 +82,8 @@ class WorldModel(L.LightningModule):
         self.counts_own_steps = own_steps_input or fade
         self.warp = build_warp(warp, self.frame_shape, hidden_size)
         self.gate = KeepGate(self.frame_shape, hidden_size, fill) if gate else None
-        self.fade = Fade(self.frame_shape, hidden_size, OWN_STEP_FEATURES) if fade else None
+        self.fade = (Fade(self.frame_shape, hidden_size, OWN_STEP_FEATURES,
+                          learn_frame=fade_frame == "learned") if fade else None)
         self.latent = (GaussianLatent(hidden_size, self.encoder.output_size, latent_size)
                        if latent == "gaussian" else None)  # models/latent.py
         if residual or self.warp is not None:  # an untrained residual model copies the last frame
