@@ -127,6 +127,8 @@ def training_data(cfg: DictConfig, datamodule: CarRacingDataModule) -> CarRacing
     """
     run_config = runs.run_config(runs.run_of(cfg.ckpt))
     if run_config is None:
+        print(f"baselines: the checkpoint's run config is not beside it; the mean frame and the "
+              f"climatology come from the training split of {cfg.data.dir}")
         return datamodule
     data = OmegaConf.merge(run_config.data, {"collect": False})
     ours = OmegaConf.to_container(cfg.data, resolve=True)
