@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 
 import lightning
 import pytest
@@ -74,6 +75,8 @@ def test_per_step_metrics_against_hand_computed_values():
     assert set(m) == set(METRICS) and all(v.shape == (1, 2) for v in m.values())
     torch.testing.assert_close(m["mse"], torch.tensor([[0.01, 0.04]]))
     torch.testing.assert_close(m["psnr"], 10 * torch.log10(1 / torch.tensor([[0.01, 0.04]])))
+    exact = per_step_metrics(target, target)["psnr"]  # capped at 8-bit quantisation, not inf
+    torch.testing.assert_close(exact, torch.full((1, 2), 10 * math.log10(12 * 255**2)))
     torch.manual_seed(0)
     frames = torch.rand(2, 3, 3, 32, 32)
     same = per_step_metrics(frames, frames)["ssim"]

@@ -1,10 +1,7 @@
 """Per-step image metrics of predicted frames, and the predictors that learn nothing."""
 
 import torch
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 
 @torch.no_grad()
@@ -26,6 +23,7 @@ def window_baselines(loader, mean_frame: torch.Tensor) -> dict[str, float]:
 
 
 METRICS = ("mse", "psnr", "ssim", "road_iou", "sharpness")
+QUANTISATION_MSE = 1.0 / (12 * 255**2)  # of 8-bit frames: PSNR's ceiling, 58.9 dB
 
 # CarRacing's default palette (gymnasium's car_racing.py), in [0, 1]: road tiles are grey
 # (102, 102, 102) plus up to 5, the background (102, 204, 102) and grass (102, 230, 102) green,
@@ -78,18 +76,19 @@ def per_step_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torc
     """MSE, PSNR, SSIM, road IoU and sharpness of every predicted frame: pred, target
     [B, T, 3, H, W] -> [B, T] each. Predictions are clamped to [0, 1], as a frame is.
 
-    Frames live in [0, 1], hence data_range 1.0. PSNR is inf for a frame predicted
-    exactly. SSIM uses torchmetrics' 11x11 Gaussian window, which fits a 32x32 frame:
-    torchmetrics reflect-pads 5 pixels, so the border pixels are scored too.
+    Frames live in [0, 1], hence data_range 1.0. PSNR stops at the noise of 8-bit
+    quantisation, 10 log10(12 * 255**2) = 58.9 dB: a frame predicted exactly (copying a frame
+    of a car standing still) would otherwise score inf and make every mean over episodes inf.
+    SSIM uses torchmetrics' 11x11 Gaussian window, which fits a 32x32 frame: torchmetrics
+    reflect-pads 5 pixels, so the border pixels are scored too.
     """
     B, T = pred.shape[:2]
     pred = pred.detach().float().cpu().flatten(0, 1).clamp(0.0, 1.0)  # [B*T, 3, H, W]
     target = target.detach().float().cpu().flatten(0, 1)
+    mse = ((pred - target) ** 2).mean(dim=(1, 2, 3))
     per_frame = {
-        "mse": ((pred - target) ** 2).mean(dim=(1, 2, 3)),
-        "psnr": peak_signal_noise_ratio(
-            pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3)
-        ),
+        "mse": mse,
+        "psnr": 10 * torch.log10(1.0 / mse.clamp(min=QUANTISATION_MSE)),
         "ssim": structural_similarity_index_measure(pred, target, data_range=1.0,
                                                     reduction="none"),
         "road_iou": road_iou(pred, target),
