@@ -114,6 +114,19 @@ def test_evaluate_takes_the_training_runs_data_by_default(trained):
     assert summary["data_dir"] == str(data) and summary["data"]["split"] == [0.6, 0.2, 0.2]
 
 
+def test_a_data_key_on_the_command_line_changes_that_key_of_the_runs_data(trained, capsys):
+    """data.batch_size=2 does not choose another dataset: the run's data.dir and split stay
+    (it once fell back to the default dataset); a data group does choose another."""
+    root, data, ckpt = trained
+    cfg = compose_config("evaluate", f"ckpt={ckpt}", "data.batch_size=2")
+    assert cfg.data.dir != str(data)  # the default dataset, before the run's data is taken
+    taken = evaluation.with_training_data(cfg, [f"ckpt={ckpt}", "data.batch_size=2"])
+    assert (taken.data.dir, list(taken.data.split)) == (str(data), [0.6, 0.2, 0.2])
+    assert taken.data.batch_size == 2 and taken.data.collect is False
+    chosen = compose_config("evaluate", f"ckpt={ckpt}", "data=tiny", "data.dir=elsewhere")
+    assert evaluation.with_training_data(chosen, ["data=tiny", "data.dir=elsewhere"]) is chosen
+
+
 def test_evaluate_writes_every_artifact(trained, capsys):
     """evaluation.evaluate on the real evaluate.yaml, in this process."""
     root, data, ckpt = trained

@@ -101,18 +101,25 @@ def user_overrides() -> list[str] | None:
 
 
 def with_training_data(cfg: DictConfig, overrides: list[str] | None) -> DictConfig:
-    """Take data.* from the checkpoint's training run unless the command line sets any.
+    """data.* from the checkpoint's training run, with the command line's data.* words on top.
 
-    The run's test split is only the one it held out with its own data.dir, split and
-    seed, so those are the right defaults (runs.run_config). Called outside a command line
-    (overrides None), `cfg` is taken as it is.
+    The run's test split is only the one it held out with its own data.dir, split and seed,
+    so those are the right defaults (runs.run_config); a word such as data.batch_size=4 changes
+    that one key, not the dataset. A data group or paths.data_root on the command line chooses
+    other data: then `cfg` is taken as it is, as it is outside a command line (overrides None).
     """
     run_dir = runs.run_of(cfg.ckpt)
     run_config = runs.run_config(run_dir)
-    if overrides is None or run_config is None or any(runs.is_data_word(w) for w in overrides):
+    if overrides is None or run_config is None:
         return cfg
+    keys = [runs.key_of(w) for w in overrides if runs.is_data_word(w)]
+    if any(key in ("data", "paths.data_root") for key in keys):
+        return cfg
+    data = OmegaConf.merge(run_config.data, {"collect": False})
+    for key in keys:
+        OmegaConf.update(data, key.removeprefix("data."), OmegaConf.select(cfg, key), merge=False)
     cfg = cfg.copy()
-    cfg.data = OmegaConf.merge(run_config.data, {"collect": False})
+    cfg.data = data
     print(f"data: {cfg.data.dir} (from the training run, {run_dir}; set data.* to change)")
     return cfg
 
