@@ -40,7 +40,7 @@ def main() -> int:
         for line in proc.stdout:
             print(line, end="", flush=True)
             if "**" in line:
-                ratios.append(line.strip())
+                ratios.append(f"{script}: {line.strip()}")
         if proc.wait():
             failed.append(script)
     print(f"\n== the issue's ratios, from this run: {os.cpu_count()} cores, {cpu_name()}, "

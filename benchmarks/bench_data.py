@@ -3,10 +3,10 @@
 `python benchmarks/bench_data.py` writes synthetic episodes (32x32 frames, the default
 dataset's 120 x 600 steps unless told otherwise) to a temporary directory and measures
 
-  (a) windows/s of the training DataLoader (101-frame windows every 10 steps, batch 16 and 64,
+  (a) windows/s of the training DataLoader (51-frame windows every 10 steps, batch 16 and 64,
       uint8 from the memory-mapped cache) against raw gathers of the same windows, batch by
-      batch, from one uint8 tensor in memory (an index_select, or a slice per window and a
-      stack), as a ratio to the faster gather;
+      batch, from a uint8 tensor in memory (an index_select, or a slice per window and a
+      stack, each from its own copy), in this thread's CPU time, as a ratio to the faster;
   (b) resident (RSS) and proportional (PSS, /proc/<pid>/smaps_rollup) memory of a short
       `train.py` run with 1 process and with 2 DDP processes (`trainer=ddp`, gloo), summed over
       the processes and sampled every 0.2 s (peaks). The data's share: the PSS of the cache's
@@ -38,7 +38,7 @@ from world_models.data.cache import CACHE_DIR  # noqa: E402
 from world_models.data.datamodule import CarRacingDataModule  # noqa: E402
 from world_models.data.episodes import write_episode  # noqa: E402
 
-SIZE, SEQ_LEN, STRIDE, BATCH = 32, 101, 10, 16  # the default data.train_* and batch_size
+SIZE, SEQ_LEN, STRIDE, BATCH = 32, 51, 10, 16  # the default data.train_* and batch_size
 MB = 2**20
 
 
