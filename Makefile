@@ -70,10 +70,9 @@ dream: $(STAMP)
 	$(if $(and $(filter mode=interactive,$(MAKEOVERRIDES)),$(filter file,$(origin SDL_VIDEODRIVER))),env -u SDL_VIDEODRIVER) \
 		$(PY) dream.py ckpt=$(CKPT) $(HYDRA_ARGS)
 
+# Every benchmark in one run; the issue's ratios again at the end (docs/benchmarks.md).
 bench: $(STAMP)
-	$(PY) benchmarks/bench_env.py
-	$(PY) benchmarks/bench_train.py
-	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench.py
 
 # On a machine with a GPU: the default model's frames/s at batch 16 and 256, fp32 and bf16,
 # eager and compiled, and its peak memory; elsewhere one "no GPU, skipped" line.

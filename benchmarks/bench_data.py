@@ -3,10 +3,10 @@
 `python benchmarks/bench_data.py` writes synthetic episodes (32x32 frames, the default
 dataset's 120 x 600 steps unless told otherwise) to a temporary directory and measures
 
-  (a) windows/s of the training DataLoader (101-frame windows every 10 steps, batch 16 and 64,
+  (a) windows/s of the training DataLoader (51-frame windows every 10 steps, batch 16 and 64,
       uint8 from the memory-mapped cache) against raw gathers of the same windows, batch by
-      batch, from one uint8 tensor in memory (an index_select, or a slice per window and a
-      stack), as a ratio to the faster gather;
+      batch, from a uint8 tensor in memory (an index_select, or a slice per window and a
+      stack, each from its own copy), in this thread's CPU time, as a ratio to the faster;
   (b) resident (RSS) and proportional (PSS, /proc/<pid>/smaps_rollup) memory of a short
       `train.py` run with 1 process and with 2 DDP processes (`trainer=ddp`, gloo), summed over
       the processes and sampled every 0.2 s (peaks). The data's share: the PSS of the cache's
@@ -38,7 +38,7 @@ from world_models.data.cache import CACHE_DIR  # noqa: E402
 from world_models.data.datamodule import CarRacingDataModule  # noqa: E402
 from world_models.data.episodes import write_episode  # noqa: E402
 
-SIZE, SEQ_LEN, STRIDE, BATCH = 32, 101, 10, 16  # the default data.train_* and batch_size
+SIZE, SEQ_LEN, STRIDE, BATCH = 32, 51, 10, 16  # the default data.train_* and batch_size
 MB = 2**20
 
 
@@ -63,10 +63,12 @@ def loader_vs_gather(directory: Path, batch: int, rounds: int = 3) -> None:
     dataset = dm.datasets["train"]
     loader = dm.train_dataloader()
     order = torch.tensor(list(loader.sampler)).split(batch)  # the loader's batches
-    # The raw gathers' source: every training frame and action in one in-memory tensor each,
-    # and each window's first row in them.
+    # The raw gathers' sources: every training frame and action in one in-memory tensor each,
+    # and each window's first row in them. Each gather has its own copy: one that read the
+    # windows just before another would leave them in the CPU's cache for it.
     flat = {"frames": torch.cat([f.clone() for f in dataset.frames]),  # [N, H, W, 3] uint8
             "actions": torch.cat([a.clone() for a in dataset.actions])}  # [N', 3]
+    copy = {key: source.clone() for key, source in flat.items()}
     starts = {}
     for key in flat:
         lengths = [len(x) for x in getattr(dataset, key)]
@@ -80,12 +82,12 @@ def loader_vs_gather(directory: Path, batch: int, rounds: int = 3) -> None:
             source.index_select(0, rows).view(len(ids), SEQ_LEN, *source.shape[1:])
 
     def slice_stack(ids):  # a slice per window, one stack per key
-        for key, source in flat.items():
+        for key, source in copy.items():
             torch.stack([source[s : s + SEQ_LEN] for s in starts[key][ids].tolist()])
 
     # Batch by batch, the loader's next batch and the raw gathers of the same windows, timed
-    # one after another in a rotating order: a burst of load hits all three alike, and the
-    # median per-batch time of each shrugs off bursts.
+    # one after another in a rotating order, in this thread's CPU time: other processes on the
+    # cores do not count (a wall clock under load charges a long batch more preemptions).
     times = {"DataLoader (cache)": [], "index_select": [], "slice+stack": []}
     for _ in range(rounds):
         batches = iter(loader)
@@ -93,14 +95,15 @@ def loader_vs_gather(directory: Path, batch: int, rounds: int = 3) -> None:
                     ("index_select", index_select), ("slice+stack", slice_stack)]
         for i, ids in enumerate(order):
             for name, fetch in measures[i % 3 :] + measures[: i % 3]:
-                started = time.perf_counter()
+                started = time.thread_time()
                 fetch(ids)
-                times[name].append(time.perf_counter() - started)
+                times[name].append(time.thread_time() - started)
     rates = {name: batch / statistics.median(t) for name, t in times.items()}
     loader_rate = rates.pop("DataLoader (cache)")
     gathers = ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
     print(f"(a) windows/s of {SEQ_LEN} frames + actions, batch {batch}, {len(dataset)} windows "
-          f"an epoch x {rounds}, from median batch times: DataLoader (cache) {loader_rate:,.0f}; "
+          f"an epoch x {rounds}, from median CPU times a batch: DataLoader (cache) "
+          f"{loader_rate:,.0f}; "
           f"raw gathers from memory: {gathers}; loader / best gather "
           f"**{loader_rate / max(rates.values()):.2f}x**")
 
@@ -199,12 +202,12 @@ def above_the_cap(work: Path, cap_mb: int) -> None:
         started = time.perf_counter()
         try:
             peak = peak_memory(command, log)
-            verdict = (f"trains ({time.perf_counter() - started:.0f} s, peak RSS "
+            verdict = (f"**trains** ({time.perf_counter() - started:.0f} s, peak RSS "
                        f"{peak['rss']:,.0f} MB, PSS {peak['pss']:,.0f} MB)")
         except SystemExit:
             lines = log.read_text().splitlines()
             errors = [line for line in lines if "Error" in line or "error:" in line] or ["?"]
-            verdict = f"fails: {errors[-1].strip()[:120]}"
+            verdict = f"**fails**: {errors[-1].strip()[:120]}"
         print(f"(c) {size / MB:,.0f} MB of frames ({size / MB / cap_mb:.1f}x) under a "
               f"{cap_mb} MB RLIMIT_DATA cap, data.cache={cache}: {verdict}")
 

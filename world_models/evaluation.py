@@ -54,7 +54,8 @@ def check_config(cfg: DictConfig) -> None:
 def load_model(path) -> WorldModel:
     path = check_checkpoint_file(path, "ckpt")
     try:
-        return WorldModel.load_from_checkpoint(path, map_location="cpu")
+        # Rollouts here are short-lived and on the CPU: eager, whatever model.compile trained.
+        return WorldModel.load_from_checkpoint(path, map_location="cpu", compile=False)
     except UserError:
         raise
     except Exception as err:  # any unreadable file is the user's to fix

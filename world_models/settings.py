@@ -34,6 +34,7 @@ TYPES = {
     "model.fill": BOOL,
     "model.fade": BOOL,
     "model.own_steps_input": BOOL,
+    "model.compile": BOOL,
     "train.open_loop.detach": BOOL,
     "model.latent_size": INT,
     "model.kl_weight": FLOAT,

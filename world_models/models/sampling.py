@@ -165,6 +165,19 @@ def own_steps_features(own_steps: int, actions: torch.Tensor) -> torch.Tensor:
     return value.expand(*actions.shape[:-1], OWN_STEP_FEATURES)
 
 
+def open_loop_horizon(settings: Mapping, progress: float) -> int:
+    """Open-loop steps per window at `progress` (a fraction of the run): 0 during
+    train.open_loop.warmup, then 1, growing linearly to train.open_loop.horizon over the next
+    train.open_loop.ramp of the run (a curriculum: a fresh model's own rollouts are noise,
+    nothing to learn from over a long stretch)."""
+    progress = progress - settings.get("warmup", 0.0)
+    if progress < 0:
+        return 0
+    ramp = settings.get("ramp", 0.0)
+    done = min(progress / ramp, 1.0) if ramp else 1.0
+    return max(1, round(1 + done * (settings["horizon"] - 1)))
+
+
 OPEN_LOOP_KEYS = ("horizon", "context", "warmup", "warmup_window", "ramp", "tf_weight",
                   "detach")
 

@@ -7,7 +7,6 @@ change), a warp (next = the current frame moved by a predicted warp + change), a
 scheduled sampling and input noise in training.
 """
 
-
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from world_models.models.latent import GaussianLatent, check_latent, kl_weight_n
 from world_models.models.losses import fast_ssim
 from world_models.models.sampling import (
     OWN_STEP_FEATURES,
+    open_loop_horizon,
     own_steps_features,
     scheduled_rollout,
     true_frame_probability,
@@ -62,6 +62,7 @@ class WorldModel(L.LightningModule):
         latent_size: int = 16,
         kl_weight: float = 1e-5,
         kl_warmup: float = 0.5,
+        compile: bool = False,
     ):
         super().__init__()
         scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
@@ -92,6 +93,8 @@ class WorldModel(L.LightningModule):
         self.automatic_optimization = protocol == "bptt"
         self._rng, self._rng_state = None, None  # see training_generator()
         self._schedule = None  # see scheduled_sampling()
+        for half in ("_core_inputs", "_next_frames") if compile else ():  # see _core_inputs
+            setattr(self, half, torch.compile(getattr(self, half)))
 
     def forward(self, frames, actions, state=None, own_steps: int = 0, targets=None,
                 noise: torch.Generator | None = None):
@@ -101,14 +104,21 @@ class WorldModel(L.LightningModule):
         sees these frames (0: true frames); read with model.own_steps_input, else ignored.
         targets, noise: the true next frames and a generator, which a latent draws z with.
         """
-        parts = [self.encoder(frames), actions]  # [B, T, F], [B, T, A]
-        if self.hparams.get("own_steps_input"):
-            parts.append(own_steps_features(own_steps, actions))
-        inputs = torch.cat(parts, dim=-1)  # [B, T, F + A (+ 2)]
-        features, state = self.core(inputs, state)  # [B, T, hidden]
+        clock = own_steps_features(own_steps, actions) if self.counts_own_steps else None
+        features, state = self.core(self._core_inputs(frames, actions, clock), state)
         if self.latent is not None:
             encoded = None if targets is None else self.encoder(targets)  # [B, T, F]
             features = self.latent(features, encoded, noise)
+        return self._next_frames(features, frames, clock), state
+
+    # model.compile compiles these two halves of a step; the core (nn.LSTM's fused kernel) and
+    # the latent (it draws from a generator) stay eager. The own-steps count comes as a tensor,
+    # clock [B, T, 2] or None: an int that changes every step would recompile them.
+    def _core_inputs(self, frames, actions, clock):  # -> [B, T, F + A (+ 2)]
+        parts = [self.encoder(frames), actions]  # [B, T, F], [B, T, A]
+        return torch.cat([*parts, clock] if self.hparams.get("own_steps_input") else parts, -1)
+
+    def _next_frames(self, features, frames, clock):  # features [B, T, hidden]
         next_frames = self.decoder(features)  # [B, T, 3, H, W]
         # The change is added to the frame the model was given (noisy, in training), warped.
         if self.warp is not None or self.hparams.residual:
@@ -117,8 +127,8 @@ class WorldModel(L.LightningModule):
                 carried = self.gate(features, carried)
             next_frames = carried + next_frames
         if self.fade is not None:
-            next_frames = self.fade(features, own_steps_features(own_steps, actions), next_frames)
-        return next_frames, state
+            next_frames = self.fade(features, clock, next_frames)
+        return next_frames
 
     def window_loss(self, batch) -> torch.Tensor:
         """MSE of the predictions of frames 1..L-1 of each window, from frames 0..L-2."""
@@ -231,17 +241,8 @@ class WorldModel(L.LightningModule):
         return min(self.global_step / total, 1.0) if total else 0.0
 
     def open_loop_horizon(self) -> int:
-        """Open-loop steps per window now: 0 during train.open_loop.warmup (a fraction of the
-        run), then 1, growing linearly to train.open_loop.horizon over the next
-        train.open_loop.ramp of the run (a curriculum: a fresh model's own rollouts are noise,
-        nothing to learn from over a long stretch)."""
-        settings = self.hparams.open_loop
-        progress = self.run_progress() - settings.get("warmup", 0.0)
-        if progress < 0:
-            return 0
-        ramp = settings.get("ramp", 0.0)
-        done = min(progress / ramp, 1.0) if ramp else 1.0
-        return max(1, round(1 + done * (settings["horizon"] - 1)))
+        """Open-loop steps per window now (sampling.open_loop_horizon)."""
+        return open_loop_horizon(self.hparams.open_loop, self.run_progress())
 
     def _open_loop_loss(self, inputs, frames, actions) -> torch.Tensor:
         """The loss of a window whose last `horizon` steps the model predicts from its own

@@ -1,0 +1,135 @@
+"""What training on the model's own predictions costs against teacher forcing, per frame.
+
+`python benchmarks/bench_sampling.py` times training steps (forward, loss, backward, Adam) on
+seeded random uint8 windows held in memory, so only the model is timed:
+
+  (a) the default model (model=imagine, train.open_loop as in train.yaml) on its 51-frame
+      windows: the teacher-forced step (the 50 next frames from the 50 true ones, one call)
+      against its open-loop step (1 true frame, then 49 steps on its own predictions, plus
+      train.open_loop.tf_weight times the teacher-forced loss), as the second half of
+      `make train` trains it;
+  (b) experiment=flow_ss (the default before open-loop training) on its 10-frame windows: the
+      teacher-forced step against the scheduled-sampling step, the true frame fed with
+      probability 0.5 (halfway through its decay).
+
+Frames/s = batch x predicted frames per window per step, from the median CPU time of this
+thread per step (other processes on a shared machine do not count), one thread; the steps of
+each pair are interleaved so the two see the same machine.
+"""
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from world_models.data.windows import float_batch  # noqa: E402
+from world_models.models.sampling import scheduled_rollout, unroll  # noqa: E402
+from world_models.models.world_model import WorldModel  # noqa: E402
+
+BATCH, STEPS, ROUNDS = 16, 6, 3
+
+
+def model_of(*overrides: str):
+    """The model train.py builds from conf/train.yaml with `overrides`, and the config."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides))
+    torch.manual_seed(0)
+    size = int(cfg.data.resolution)
+    model = WorldModel(**cfg.model, frame_shape=(3, size, size), protocol=cfg.train.protocol,
+                       scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
+                       open_loop=OmegaConf.to_container(cfg.train.open_loop))
+    return model, cfg
+
+
+def window_batch(length: int, size: int) -> dict:
+    g = torch.Generator().manual_seed(length)
+    frames = torch.randint(0, 256, (BATCH, length, size, size, 3), generator=g, dtype=torch.uint8)
+    actions = torch.rand(BATCH, length, 3, generator=g) * 2 - 1
+    return float_batch({"frames": frames, "actions": actions})
+
+
+def cpu_seconds(model, optimizer, loss_of) -> float:
+    started = time.thread_time()
+    loss = loss_of()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return time.thread_time() - started
+
+
+def compare(model, losses: dict, frames_per_step: int) -> dict[str, float]:
+    """Frames/s of each loss's training step, interleaved step by step."""
+    optimizer = model.configure_optimizers()
+    times = {name: [] for name in losses}
+    for loss_of in losses.values():  # warm-up
+        cpu_seconds(model, optimizer, loss_of)
+    for _ in range(ROUNDS * STEPS):
+        for name, loss_of in losses.items():
+            times[name].append(cpu_seconds(model, optimizer, loss_of))
+    return {name: frames_per_step / statistics.median(t) for name, t in times.items()}
+
+
+def default_model_open_loop() -> dict[str, float]:
+    model, cfg = model_of()
+    batch = window_batch(int(cfg.data.train_seq_len), int(cfg.data.resolution))
+    frames, actions = batch["frames"], batch["actions"][:, :-1]  # [B, L, 3, H, W], [B, T, A]
+    context = int(cfg.train.open_loop.context)
+    tf_weight = float(cfg.train.open_loop.tf_weight)
+
+    def teacher_forced():
+        return model.objective(model(frames[:, :-1], actions)[0], frames[:, 1:])
+
+    def open_loop():
+        predicted = unroll(model, frames, actions, context=context)
+        return model.objective(predicted, frames[:, 1:]) + tf_weight * teacher_forced()
+
+    return compare(model, {"teacher forcing": teacher_forced, "open loop": open_loop},
+                   BATCH * actions.shape[1])
+
+
+def flow_ss_scheduled_sampling() -> dict[str, float]:
+    model, cfg = model_of("experiment=flow_ss")
+    batch = window_batch(int(cfg.data.seq_len), int(cfg.data.resolution))
+    frames, actions = batch["frames"], batch["actions"][:, :-1]
+    generator = torch.Generator().manual_seed(0)
+
+    def teacher_forced():
+        return model.objective(model(frames[:, :-1], actions)[0], frames[:, 1:])
+
+    def scheduled():
+        return model.objective(scheduled_rollout(model, frames, actions, 0.5, generator),
+                               frames[:, 1:])
+
+    return compare(model, {"teacher forcing": teacher_forced, "scheduled sampling": scheduled},
+                   BATCH * actions.shape[1])
+
+
+def main() -> dict[str, float]:
+    torch.set_num_threads(1)
+    print(f"bench_sampling: torch {torch.__version__}, 1 thread, batch {BATCH}, CPU time, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    default = default_model_open_loop()
+    ratio_ol = default["open loop"] / default["teacher forcing"]
+    print(f"(a) default model, 51-frame windows: teacher forcing "
+          f"{default['teacher forcing']:,.0f} frames/s, open loop (49 own steps + the "
+          f"teacher-forced term) {default['open loop']:,.0f}: ratio open loop / teacher forcing "
+          f"**{ratio_ol:.2f}x**")
+    flow = flow_ss_scheduled_sampling()
+    ratio_ss = flow["scheduled sampling"] / flow["teacher forcing"]
+    print(f"(b) experiment=flow_ss, 10-frame windows: teacher forcing "
+          f"{flow['teacher forcing']:,.0f} frames/s, scheduled sampling (p=0.5) "
+          f"{flow['scheduled sampling']:,.0f}: ratio scheduled sampling / teacher forcing "
+          f"**{ratio_ss:.2f}x**")
+    return {"open_loop/teacher_forcing": ratio_ol, "scheduled_sampling/teacher_forcing": ratio_ss}
+
+
+if __name__ == "__main__":
+    main()
