@@ -98,6 +98,12 @@ def test_evaluate_scores_k_samples_as_forecasts_the_same_twice(latent_run, run_c
     # z at the prior's mean: the deterministic ensemble is the autoregressive rollout
     deterministic = summary["metrics"]["deterministic"]["best_mse"]
     assert deterministic == pytest.approx(summary["metrics"]["autoregressive"]["mse"])
+    # a one-frame baseline's energy is its distance to the truth (one test episode here)
+    pixels = 3 * summary["data"]["resolution"] ** 2
+    for baseline in ("copy_last", "mean_frame"):
+        scores = summary["metrics"][baseline]
+        assert summary["sequences"] == 1 and scores["energy"]["step_10"] == pytest.approx(
+            (pixels * scores["mse"]["step_10"]) ** 0.5, rel=1e-5)
 
     proc, one = evaluate(run_cli, ckpt, tmp_path / "k1")
     assert one["forecast"] is None and "sampled" not in one["metrics"]

@@ -6,7 +6,8 @@
 The variants are conf/study/NAME.yaml's (default: drift, the Task 4 study). A study with a
 `stage2` then adds each of its stage-2 word lists to the candidate with the lowest mean
 VALIDATION MSE, so that the test split chooses nothing, and writes COMPARISON.md
-(comparison.py); any other writes COMPARISON_NAME.md (studies.py). Runs go to
+(comparison.py); any other writes COMPARISON_NAME.md (studies.py, or forecast_study.py for a
+study with `page: forecasts`). Runs go to
 DIR/<variant>/seed<k>/ (default DIR: outputs/compare/<time>); one already trained and
 evaluated is skipped, so the same --dir continues an interrupted comparison. key=value words
 are routed as by world_models.report (data* to both scripts, rollout.* and split to evaluate.py
@@ -21,7 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from world_models import comparison, studies
+from world_models import comparison, forecast_study, studies
 from world_models import runs as run_files
 from world_models.errors import UserError, exit_on_user_error
 from world_models.report import evaluate, key_of, merge, route, run
@@ -105,8 +106,9 @@ def run_study(name: str, study: dict, seeds: list[int], root: Path, out: Path,
     """A study without stage 2: its variants over the seeds; COMPARISON_<name>.md in `out`."""
     walls = WallTimes(root / "wall_times.json")
     runs = train_and_evaluate(study["variants"], seeds, root, words, walls)
-    return studies.write(name, {**study, "seeds": seeds}, runs, out,
-                         {"root": root, "walls": walls.seconds})
+    page = forecast_study if study["page"] == "forecasts" else studies
+    return page.write(name, {**study, "seeds": seeds}, runs, out,
+                      {"root": root, "walls": walls.seconds})
 
 
 def run_stages(study: dict, seeds: list[int], root: Path, out: Path,

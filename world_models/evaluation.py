@@ -234,8 +234,10 @@ def evaluate(cfg: DictConfig) -> dict:
     if sensitivity is not None:  # a strategy of its own in the CSV and the summary
         values["action_sensitivity"] = {"psnr_gain": sensitivity}
     forecasts, samples = ensembles.ensemble_values(model, sequences, datamodule.episodes["train"],
-                                                   horizon, r.context, r.samples, r.seed)
-    values.update(forecasts)  # ensembles.py: more strategies, with the forecast metrics
+                                                   horizon, r.context, r.samples, r.seed,
+                                                   datamodule.mean_frame())
+    for strategy, metrics in forecasts.items():  # ensembles.py: the forecast metrics
+        values.setdefault(strategy, {}).update(metrics)
     write_files(out_dir, values, (truth, tf, ar), horizon, r, samples)
 
     worse = steps_worse(values, "autoregressive", BASELINES)
