@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.helpers import ROOT
-from world_models import forecast_study, studies
+from world_models import compare, forecast_study, studies
 from world_models.errors import UserError
 from world_models.report import merge
 
@@ -19,7 +19,8 @@ COPY, MEAN = 0.02 * T / STEPS, np.full(STEPS, 0.01)  # the baselines' MSE per st
 
 def latent_of(words: list[str]) -> str:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=merge(STUDY["train"], words)).model.latent
+        train_words, _ = compare.variant_words(words)
+        return compose("train", overrides=merge(STUDY["train"], train_words)).model.latent
 
 
 def run(test_mse, forecast: dict, own_mean_energy=4.0, samples=16) -> dict:

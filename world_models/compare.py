@@ -64,14 +64,23 @@ class WallTimes:
         self.path.write_text(json.dumps(self.seconds, indent=2) + "\n")
 
 
+def variant_words(words: list[str]) -> tuple[list[str], list[str]]:
+    """A variant's words as (train.py's, evaluate.py's): rollout.* and split words evaluate
+    (how its model is sampled, e.g. rollout.persistence), the others train."""
+    train, evaluate = route(words)
+    return [w for w in words if w in train], [w for w in evaluate if w not in train]
+
+
 def train_and_evaluate(variants: dict[str, list[str]], seeds: list[int], root: Path,
-                       words: tuple[list[str], list[str], list[str]], walls: WallTimes) -> dict:
+                       words: tuple[list[str], list[str], list[str], list[str]],
+                       walls: WallTimes) -> dict:
     """Train and evaluate every variant for every seed, skipping finished runs; load them.
-    words: (the study's train.py words, the user's, evaluate.py's); a variant's own words
-    override the study's, the user's override both."""
-    study_args, train_args, eval_args = words
+    words: (the study's train.py words, the user's, the study's evaluate.py words, the
+    user's); a variant's own words override the study's, the user's override both."""
+    study_args, train_args, study_eval, eval_args = words
     runs = {}
-    for variant, variant_words in variants.items():
+    for variant, both in variants.items():
+        own_train, own_eval = variant_words(both)
         for seed in seeds:
             run_dir = root / variant / f"seed{seed}"
             name = f"{variant}/seed{seed}"
@@ -81,12 +90,13 @@ def train_and_evaluate(variants: dict[str, list[str]], seeds: list[int], root: P
                 # An interrupted run starts over: a resumed one would time only its second half.
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
                 walls.add(f"train {name}", run("train.py", merge(
-                    study_args, variant_words, train_args,
+                    study_args, own_train, train_args,
                     [f"seed={seed}", f"hydra.run.dir={run_dir}"])))
             if run_files.is_evaluated(run_dir):
                 print(f"skip evaluate {name}: {run_files.evaluation_dir(run_dir)} is done")
             else:
-                walls.add(f"evaluate {name}", evaluate(run_dir, eval_args))
+                walls.add(f"evaluate {name}", evaluate(run_dir, merge(study_eval, own_eval,
+                                                                      eval_args)))
             runs.setdefault(variant, []).append(comparison.load_run(run_dir))
     return runs
 
@@ -102,7 +112,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def run_study(name: str, study: dict, seeds: list[int], root: Path, out: Path,
-              words: tuple[list[str], list[str], list[str]]) -> Path:
+              words: tuple[list[str], ...]) -> Path:
     """A study without stage 2: its variants over the seeds; COMPARISON_<name>.md in `out`."""
     walls = WallTimes(root / "wall_times.json")
     runs = train_and_evaluate(study["variants"], seeds, root, words, walls)
@@ -112,7 +122,7 @@ def run_study(name: str, study: dict, seeds: list[int], root: Path, out: Path,
 
 
 def run_stages(study: dict, seeds: list[int], root: Path, out: Path,
-               words: tuple[list[str], list[str], list[str]], stage1_only: bool) -> Path:
+               words: tuple[list[str], ...], stage1_only: bool) -> Path:
     """Stage 1, then stage 2 on the best candidate; COMPARISON.md in `out`."""
     walls = WallTimes(root / "wall_times.json")
     started = time.perf_counter()
@@ -148,7 +158,7 @@ def main(argv=None) -> None:
     for word in train_args:
         if key_of(word) in ("seed", "hydra.run.dir"):
             raise UserError(f"{key_of(word)}: set by compare; use --seeds and --dir instead")
-    words = (study["train"], train_args, merge(study["evaluate"], eval_args))
+    words = (study["train"], train_args, study["evaluate"], eval_args)
     root = args.dir or Path("outputs") / "compare" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     root.mkdir(parents=True, exist_ok=True)
     if "stage2" in study:

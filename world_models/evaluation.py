@@ -47,6 +47,8 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"rollout.batch_size: expected >= 1, got {r.batch_size}")
     if r.samples < 1:
         raise UserError(f"rollout.samples: expected >= 1, got {r.samples}")
+    if not 0 <= r.persistence < 1:
+        raise UserError(f"rollout.persistence: expected 0 <= persistence < 1, got {r.persistence}")
     if cfg.data.collect:
         raise UserError("data.collect: evaluate never collects; point data.dir at a dataset")
 
@@ -235,7 +237,7 @@ def evaluate(cfg: DictConfig) -> dict:
         values["action_sensitivity"] = {"psnr_gain": sensitivity}
     forecasts, samples = ensembles.ensemble_values(model, sequences, datamodule.episodes["train"],
                                                    horizon, r.context, r.samples, r.seed,
-                                                   datamodule.mean_frame())
+                                                   datamodule.mean_frame(), r.persistence)
     for strategy, metrics in forecasts.items():  # ensembles.py: the forecast metrics
         values.setdefault(strategy, {}).update(metrics)
     write_files(out_dir, values, (truth, tf, ar), horizon, r, samples)
@@ -248,7 +250,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "sequences": len(sequences),
         "horizon": horizon,
         "context": r.context,
-        "forecast": ensembles.describe(model, r.samples, r.seed),
+        "forecast": ensembles.describe(model, r.samples, r.seed, r.persistence),
         "split": cfg.split,
         "grid_sequence": sequences[0]["name"],
         "checkpoint": str(cfg.ckpt),

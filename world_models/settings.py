@@ -54,6 +54,7 @@ TYPES = {
     "rollout.batch_size": INT,
     "rollout.samples": INT,
     "rollout.seed": INT,
+    "rollout.persistence": FLOAT,
 }
 
 
