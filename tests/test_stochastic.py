@@ -8,14 +8,16 @@ import sys
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from tests.helpers import ROOT
 from tests.test_resume import kill_mid_epoch, results
 from world_models.data.datamodule import CarRacingDataModule
 from world_models.errors import UserError
-from world_models.evaluation import load_model
+from world_models.evaluation import check_config, load_model
 from world_models.forecast import FORECAST_METRICS, sequence_generator
-from world_models.models.latent import check_latent
+from world_models.models.latent import PersistentNoise, check_latent
 from world_models.rollout import sampled_rollouts
 
 LATENT = ("experiment=stochastic", "data=tiny", "data.collect=false", "model.hidden_size=16")
@@ -78,6 +80,28 @@ def test_k_samples_differ_and_the_same_seed_draws_them_again(latent_run, tiny_da
     assert not torch.equal(first, other)
     for k in range(1, 4):  # every sample its own future
         assert (first[k] - first[0]).abs().max() > 1e-6
+    persistent = sampled_rollouts(model, frames, actions, 1, 4, sequence_generator(0, 0, 0),
+                                  persistence=0.9)
+    assert not torch.equal(persistent, first) and torch.equal(persistent[:, 0], first[:, 0])
+
+
+def test_persistent_noise_keeps_each_draw_standard_normal_but_correlates_the_steps():
+    def draws(rho, seed=0):  # a rollout's context call, then one step at a time
+        noise = PersistentNoise(torch.Generator().manual_seed(seed), rho)
+        first = noise.standard_normal(torch.Size([20000, 2, 3]), torch.float64)
+        rest = [noise.standard_normal(torch.Size([20000, 1, 3]), torch.float64)
+                for _ in range(30)]
+        return torch.cat([first, *rest], dim=1)  # [B, 32, Z]
+
+    plain = torch.randn(20000, 2, 3, generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64)
+    assert torch.equal(draws(0.0)[:, :2], plain)  # rho 0: the generator's own draws
+    eps = draws(0.9)
+    assert torch.equal(eps, draws(0.9)) and not torch.equal(eps, draws(0.9, seed=1))
+    assert eps.std(dim=(0, 2)).sub(1).abs().max() < 0.03  # every step N(0, 1)
+    lag1 = (eps[:, 1:] * eps[:, :-1]).mean()
+    lag10 = (eps[:, 10:] * eps[:, :-10]).mean()
+    assert lag1 == pytest.approx(0.9, abs=0.02) and lag10 == pytest.approx(0.9**10, abs=0.02)
 
 
 def test_evaluate_scores_k_samples_as_forecasts_the_same_twice(latent_run, run_cli, tmp_path):
@@ -98,6 +122,12 @@ def test_evaluate_scores_k_samples_as_forecasts_the_same_twice(latent_run, run_c
     # z at the prior's mean: the deterministic ensemble is the autoregressive rollout
     deterministic = summary["metrics"]["deterministic"]["best_mse"]
     assert deterministic == pytest.approx(summary["metrics"]["autoregressive"]["mse"])
+    # a one-frame baseline's energy is its distance to the truth (one test episode here)
+    pixels = 3 * summary["data"]["resolution"] ** 2
+    for baseline in ("copy_last", "mean_frame"):
+        scores = summary["metrics"][baseline]
+        assert summary["sequences"] == 1 and scores["energy"]["step_10"] == pytest.approx(
+            (pixels * scores["mse"]["step_10"]) ** 0.5, rel=1e-5)
 
     proc, one = evaluate(run_cli, ckpt, tmp_path / "k1")
     assert one["forecast"] is None and "sampled" not in one["metrics"]
@@ -171,3 +201,12 @@ def test_rollout_samples_below_one_is_refused(run_cli, latent_run, tmp_path):
                    "rollout.samples=0", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2 and "rollout.samples" in proc.stderr.strip().splitlines()[-1]
 
+
+
+@pytest.mark.parametrize("value, message", [("1.0", "expected 0 <= persistence < 1"),
+                                            ("abc", "expected a number")])
+def test_rollout_persistence_out_of_range_is_refused(value, message):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["ckpt=x.ckpt", f"rollout.persistence={value}"])
+    with pytest.raises(UserError, match=f"rollout.persistence: {message}"):
+        check_config(cfg)

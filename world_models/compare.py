@@ -6,7 +6,8 @@
 The variants are conf/study/NAME.yaml's (default: drift, the Task 4 study). A study with a
 `stage2` then adds each of its stage-2 word lists to the candidate with the lowest mean
 VALIDATION MSE, so that the test split chooses nothing, and writes COMPARISON.md
-(comparison.py); any other writes COMPARISON_NAME.md (studies.py). Runs go to
+(comparison.py); any other writes COMPARISON_NAME.md (studies.py, or forecast_study.py for a
+study with `page: forecasts`). Runs go to
 DIR/<variant>/seed<k>/ (default DIR: outputs/compare/<time>); one already trained and
 evaluated is skipped, so the same --dir continues an interrupted comparison. key=value words
 are routed as by world_models.report (data* to both scripts, rollout.* and split to evaluate.py
@@ -21,7 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from world_models import comparison, studies
+from world_models import comparison, forecast_study, studies
 from world_models import runs as run_files
 from world_models.errors import UserError, exit_on_user_error
 from world_models.report import evaluate, key_of, merge, route, run
@@ -63,14 +64,23 @@ class WallTimes:
         self.path.write_text(json.dumps(self.seconds, indent=2) + "\n")
 
 
+def variant_words(words: list[str]) -> tuple[list[str], list[str]]:
+    """A variant's words as (train.py's, evaluate.py's): rollout.* and split words evaluate
+    (how its model is sampled, e.g. rollout.persistence), the others train."""
+    train, evaluate = route(words)
+    return [w for w in words if w in train], [w for w in evaluate if w not in train]
+
+
 def train_and_evaluate(variants: dict[str, list[str]], seeds: list[int], root: Path,
-                       words: tuple[list[str], list[str], list[str]], walls: WallTimes) -> dict:
+                       words: tuple[list[str], list[str], list[str], list[str]],
+                       walls: WallTimes) -> dict:
     """Train and evaluate every variant for every seed, skipping finished runs; load them.
-    words: (the study's train.py words, the user's, evaluate.py's); a variant's own words
-    override the study's, the user's override both."""
-    study_args, train_args, eval_args = words
+    words: (the study's train.py words, the user's, the study's evaluate.py words, the
+    user's); a variant's own words override the study's, the user's override both."""
+    study_args, train_args, study_eval, eval_args = words
     runs = {}
-    for variant, variant_words in variants.items():
+    for variant, both in variants.items():
+        own_train, own_eval = variant_words(both)
         for seed in seeds:
             run_dir = root / variant / f"seed{seed}"
             name = f"{variant}/seed{seed}"
@@ -80,12 +90,13 @@ def train_and_evaluate(variants: dict[str, list[str]], seeds: list[int], root: P
                 # An interrupted run starts over: a resumed one would time only its second half.
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
                 walls.add(f"train {name}", run("train.py", merge(
-                    study_args, variant_words, train_args,
+                    study_args, own_train, train_args,
                     [f"seed={seed}", f"hydra.run.dir={run_dir}"])))
             if run_files.is_evaluated(run_dir):
                 print(f"skip evaluate {name}: {run_files.evaluation_dir(run_dir)} is done")
             else:
-                walls.add(f"evaluate {name}", evaluate(run_dir, eval_args))
+                walls.add(f"evaluate {name}", evaluate(run_dir, merge(study_eval, own_eval,
+                                                                      eval_args)))
             runs.setdefault(variant, []).append(comparison.load_run(run_dir))
     return runs
 
@@ -101,16 +112,17 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def run_study(name: str, study: dict, seeds: list[int], root: Path, out: Path,
-              words: tuple[list[str], list[str], list[str]]) -> Path:
+              words: tuple[list[str], ...]) -> Path:
     """A study without stage 2: its variants over the seeds; COMPARISON_<name>.md in `out`."""
     walls = WallTimes(root / "wall_times.json")
     runs = train_and_evaluate(study["variants"], seeds, root, words, walls)
-    return studies.write(name, {**study, "seeds": seeds}, runs, out,
-                         {"root": root, "walls": walls.seconds})
+    page = forecast_study if study["page"] == "forecasts" else studies
+    return page.write(name, {**study, "seeds": seeds}, runs, out,
+                      {"root": root, "walls": walls.seconds})
 
 
 def run_stages(study: dict, seeds: list[int], root: Path, out: Path,
-               words: tuple[list[str], list[str], list[str]], stage1_only: bool) -> Path:
+               words: tuple[list[str], ...], stage1_only: bool) -> Path:
     """Stage 1, then stage 2 on the best candidate; COMPARISON.md in `out`."""
     walls = WallTimes(root / "wall_times.json")
     started = time.perf_counter()
@@ -146,7 +158,7 @@ def main(argv=None) -> None:
     for word in train_args:
         if key_of(word) in ("seed", "hydra.run.dir"):
             raise UserError(f"{key_of(word)}: set by compare; use --seeds and --dir instead")
-    words = (study["train"], train_args, merge(study["evaluate"], eval_args))
+    words = (study["train"], train_args, study["evaluate"], eval_args)
     root = args.dir or Path("outputs") / "compare" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     root.mkdir(parents=True, exist_ok=True)
     if "stage2" in study:

@@ -9,6 +9,10 @@ Ensembles (strategies in summary.json and rollout_metrics.csv, with forecast.FOR
   with z at its prior's mean at every step, the ``autoregressive`` strategy's rollout;
 - ``climatology``: K frames drawn at random from the training split, the same at every step.
 
+The two single-frame baselines get an ``energy`` beside their MSE (``copy_last``: the first
+frame repeated; ``mean_frame``): a one-member ensemble's energy score is its distance to the
+truth, so every curve of a forecast figure has its references on the same scale.
+
 The draws of sequence i come from generators seeded by (rollout.seed, i) alone
 (forecast.sequence_generator), so a second run gives the same numbers.
 """
@@ -20,12 +24,14 @@ import torch
 from world_models.forecast import (
     FORECAST_METRICS,
     climatology_ensemble,
+    energy_score,
     forecast_metrics,
     sequence_generator,
 )
 from world_models.rollout import autoregressive, sampled_rollouts
 
 ENSEMBLES = ("sampled", "deterministic", "climatology")
+BASELINE_ENERGY = ("copy_last", "mean_frame")  # evaluate.py's baselines, given an energy
 SHOWN_SAMPLES = 4  # rows of samples in the grid and the GIF
 SAMPLES_STREAM, CLIMATOLOGY_STREAM = 0, 1
 
@@ -35,15 +41,19 @@ def is_stochastic(model) -> bool:
 
 
 def ensemble_values(model, sequences: list[dict], train_episodes: list, horizon: int,
-                    context: int, samples: int, seed: int):
+                    context: int, samples: int, seed: int, mean_frame: torch.Tensor,
+                    persistence: float = 0.0):
     """strategy -> metric -> [N, horizon] for the ensembles (ENSEMBLES; ``sampled`` only for a
-    model with a latent), and the first sequence's first samples to show, [S, T, 3, H, W]
-    (None for a deterministic model). samples < 2: nothing to score ({}, None)."""
+    model with a latent) and the baselines' energy (BASELINE_ENERGY), and the first
+    sequence's first samples to show, [S, T, 3, H, W] (None for a deterministic model).
+    samples < 2: nothing to score ({}, None). persistence: of the samples' draws over the
+    steps (rollout.sampled_rollouts)."""
     if samples < 2:
         return {}, None
     stochastic = is_stochastic(model)
     names = ENSEMBLES if stochastic else ENSEMBLES[1:]
     values = {name: {metric: [] for metric in FORECAST_METRICS} for name in names}
+    values |= {name: {"energy": []} for name in BASELINE_ENERGY}
     climate = [episode.frames for episode in train_episodes]
     shown = None
     for index, sequence in enumerate(sequences):
@@ -58,22 +68,27 @@ def ensemble_values(model, sequences: list[dict], train_episodes: list, horizon:
         if stochastic:
             ensembles["sampled"] = sampled_rollouts(
                 model, frames, actions, context, samples,
-                sequence_generator(seed, index, SAMPLES_STREAM))  # [K, T, 3, H, W]
+                sequence_generator(seed, index, SAMPLES_STREAM), persistence)  # [K, T, ...]
             if shown is None:
                 shown = ensembles["sampled"][:SHOWN_SAMPLES]
         for name, ensemble in ensembles.items():
             for metric, per_step in forecast_metrics(ensemble, truth).items():
                 values[name][metric].append(per_step[None])  # [1, T]
+        baselines = {"copy_last": frames[context - 1], "mean_frame": mean_frame}  # [3, H, W]
+        for name, frame in baselines.items():
+            one = frame.expand(1, *truth.shape)  # [1, T, 3, H, W], a one-member ensemble
+            values[name]["energy"].append(energy_score(one, truth)[None])
     return {name: {m: torch.cat(v) for m, v in ms.items()} for name, ms in values.items()}, shown
 
 
-def describe(model, samples: int, seed: int) -> dict | None:
+def describe(model, samples: int, seed: int, persistence: float = 0.0) -> dict | None:
     """What summary.json says of the ensembles; None when none were scored."""
     if samples < 2:
         return None
     return {
         "samples": samples,
         "seed": seed,
+        "persistence": persistence,
         "sampled": "K rollouts, z drawn from the prior" if is_stochastic(model) else None,
         "deterministic": ("the rollout with z at the prior's mean" if is_stochastic(model)
                           else "the model's rollout (deterministic), as K copies"),

@@ -17,6 +17,7 @@ from world_models.metrics import (
     per_step_metrics,
     psnr_per_frame,
 )
+from world_models.models.latent import PersistentNoise
 from world_models.models.sampling import unroll
 
 
@@ -66,15 +67,18 @@ def autoregressive(
 
 @torch.no_grad()
 def sampled_rollouts(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,
-                     context: int, samples: int, generator: torch.Generator) -> torch.Tensor:
+                     context: int, samples: int, generator: torch.Generator,
+                     persistence: float = 0.0) -> torch.Tensor:
     """`samples` open-loop rollouts of one sequence, frames [T+1, 3, H, W] and actions [T, A],
     a model with a latent drawing each step's z from its prior with `generator` (models/
-    latent.py): [K, T, 3, H, W] on the CPU. The same generator state gives the same rollouts."""
+    latent.py): [K, T, 3, H, W] on the CPU. The same generator state gives the same rollouts.
+    persistence > 0: the draws are correlated over the steps (latent.PersistentNoise)."""
     device = model_device(model)
     batch_frames = frames[None, :context].expand(samples, *frames[:context].shape).to(device)
     batch_actions = actions[None].expand(samples, *actions.shape).to(device)
     with evaluating(model):
-        return unroll(model, batch_frames, batch_actions, context, noise=generator).cpu()
+        noise = PersistentNoise(generator, persistence) if persistence else generator
+        return unroll(model, batch_frames, batch_actions, context, noise=noise).cpu()
 
 
 def predictions_and_scores(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,

@@ -55,6 +55,7 @@ TYPES = {
     "rollout.batch_size": INT,
     "rollout.samples": INT,
     "rollout.seed": INT,
+    "rollout.persistence": FLOAT,
 }
 
 

@@ -30,7 +30,11 @@ from world_models.metrics import step_ranges  # noqa: E402
 from world_models.report import fmt, machine  # noqa: E402
 
 STUDY_DIR = Path(__file__).resolve().parents[1] / "conf" / "study"
-KEYS = ("title", "about", "seeds", "train", "evaluate", "variants", "stage2")
+KEYS = ("title", "about", "seeds", "train", "evaluate", "variants", "stage2", "page",
+        "reference")
+# page: how the study is written up: open_loop (this module's goals) or forecasts
+# (forecast_study.py's, which also needs `reference`: the variant goal 4 compares with)
+PAGES = ("open_loop", "forecasts")
 QUOTED_STEPS = (10, 50, 150)
 ONE_STEP_RATIO = 0.2  # goal 3
 
@@ -48,6 +52,7 @@ def load_study(name: str) -> dict:
     check_variants(path, "variants", study.get("variants"))
     if "stage2" in study:
         check_stage2(path, study)
+    check_page(path, study)
     study.setdefault("seeds", [0])
     study.setdefault("train", [])
     study.setdefault("evaluate", [])
@@ -60,6 +65,15 @@ def check_variants(path: Path, where: str, variants) -> None:
     for variant, words in variants.items():
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise UserError(f"{path}: {where}.{variant}: expected a list of key=value words")
+
+
+def check_page(path: Path, study: dict) -> None:
+    page = study.setdefault("page", "open_loop")
+    if page not in PAGES:
+        raise UserError(f"{path}: page: expected one of {', '.join(PAGES)}, got '{page}'")
+    if page == "forecasts" and study.get("reference") not in study["variants"]:
+        raise UserError(f"{path}: reference: expected the name of a variant (the "
+                        f"deterministic default), got '{study.get('reference')}'")
 
 
 def check_stage2(path: Path, study: dict) -> None:

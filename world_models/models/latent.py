@@ -91,11 +91,41 @@ def _gaussian_head(input_size: int, hidden_size: int, latent_size: int) -> nn.Mo
                          nn.Linear(hidden_size, 2 * latent_size))
 
 
-def _draw(normal: Normal, generator: torch.Generator | None) -> Tensor:
-    """mean + std * eps with eps from `generator` on the CPU (the global one if None), so that
-    a seeded rollout or a resumed run draws the same numbers on any device."""
-    eps = torch.randn(normal.mean.shape, generator=generator, dtype=normal.mean.dtype)
+def _draw(normal: Normal, noise: torch.Generator | PersistentNoise | None) -> Tensor:
+    """mean + std * eps with eps from `noise` on the CPU (the global generator if None), so
+    that a seeded rollout or a resumed run draws the same numbers on any device."""
+    shape, dtype = normal.mean.shape, normal.mean.dtype
+    if isinstance(noise, PersistentNoise):
+        eps = noise.standard_normal(shape, dtype)
+    else:
+        eps = torch.randn(shape, generator=noise, dtype=dtype)
     return normal.mean + normal.stddev * eps.to(normal.mean.device)
+
+
+class PersistentNoise:
+    """The standard normal draws of one sampled rollout, correlated over its steps
+    (``evaluate.py rollout.persistence``): eps_t = rho eps_(t-1) + sqrt(1 - rho^2) n_t with n_t
+    from `generator`, so every step's eps is still N(0, 1) and z still a draw of that step's
+    prior, but a sample keeps leaning the same way for about 1 / (1 - rho) steps instead of
+    averaging its choices out. rho = 0: independent draws, as in training. Draws are
+    [B, T, Z] per call, T steps in a row (a rollout's first call covers its context)."""
+
+    def __init__(self, generator: torch.Generator, persistence: float) -> None:
+        self.generator, self.rho = generator, float(persistence)
+        self._last: Tensor | None = None  # [B, 1, Z], the previous step's eps
+
+    def standard_normal(self, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+        fresh = torch.randn(shape, generator=self.generator, dtype=dtype)  # [B, T, Z]
+        if self._last is None or self._last.shape[0] != shape[0]:
+            self._last = fresh[:, :1]  # a rollout's first step: a plain draw
+            fresh = fresh[:, 1:]
+            steps = [self._last]
+        else:
+            steps = []
+        for t in range(fresh.shape[1]):
+            self._last = self.rho * self._last + (1 - self.rho**2) ** 0.5 * fresh[:, t : t + 1]
+            steps.append(self._last)
+        return torch.cat(steps, dim=1)
 
 
 def mean_kl(kl_terms: list[Tensor]) -> Tensor:
