@@ -23,11 +23,13 @@ def run_cli():
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A tiny dataset (conf/data/tiny.yaml: 5 episodes of 30 steps), collected once by the
-    real collector."""
+    real collector with the brownian policy (tests such as test_resume's lean on how a model
+    learns from it: the car drives all the time)."""
     root = tmp_path_factory.mktemp("tiny_data")
     data_dir = root / "tiny"
-    proc = helpers.run_cli("-m", "world_models.collect", "data=tiny", f"data.dir={data_dir}",
-                           "collect.workers=1", f"hydra.run.dir={root / 'collect_run'}")
+    proc = helpers.run_cli("-m", "world_models.collect", "data=tiny", "policy=brownian",
+                           f"data.dir={data_dir}", "collect.workers=1",
+                           f"hydra.run.dir={root / 'collect_run'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(data_dir.glob("*.npz")), f"no episodes in {data_dir}"
     return data_dir

@@ -267,8 +267,9 @@ def test_more_episodes_collect_just_the_missing_ones_and_fewer_are_refused(tmp_p
 
 
 def test_cli_refuses_a_setting_the_dataset_was_not_collected_with(tiny_data, tmp_path):
-    result = run_cli("-m", "world_models.collect", "data=tiny", f"data.dir={tiny_data}",
-                  "data.episode_steps=40", f"hydra.run.dir={tmp_path / 'log'}")
+    result = run_cli("-m", "world_models.collect", "data=tiny", "policy=brownian",
+                     f"data.dir={tiny_data}", "data.episode_steps=40",
+                     f"hydra.run.dir={tmp_path / 'log'}")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip() == (
         f"error: data.episode_steps: '{tiny_data}' was collected with data.episode_steps=30 but "
