@@ -1,8 +1,6 @@
-"""train.py through its real command line, on a tiny real dataset (see conftest.py).
-
-Every run uses model.hidden_size=16 and one or two epochs of 5 train windows, so each
-subprocess costs mostly its start-up (a few seconds).
-"""
+"""train.py through its real command line, on a tiny real dataset (see conftest.py). Every
+run uses model.hidden_size=16 and one or two epochs of 5 train windows, so each process
+costs mostly its start-up (a few seconds); resumes run in this process (train_here)."""
 
 import csv
 import json
@@ -50,12 +48,6 @@ RUNS = {
 
 
 @pytest.fixture(scope="module")
-def here(tiny_data):
-    """The overrides train() gives, for runs in this process (train_here)."""
-    return ("data=tiny", f"data.dir={tiny_data}", "data.collect=false", *SMALL)
-
-
-@pytest.fixture(scope="module")
 def train(run_cli, tiny_data):
     """train(run_dir, *overrides) -> CompletedProcess of `python train.py` on the tiny data;
     with "-m" among the overrides, run_dir is the sweep directory."""
@@ -87,6 +79,11 @@ def runs(train, tmp_path_factory):
 
     yield get
     pool.shutdown(cancel_futures=True)
+
+
+def here(tiny_data) -> tuple[str, ...]:
+    """The overrides of train(), for a run in this process (train_here)."""
+    return ("data=tiny", f"data.dir={tiny_data}", "data.collect=false", *SMALL)
 
 
 def ok(proc) -> None:
@@ -241,7 +238,7 @@ def test_multirun_through_the_joblib_launcher(train, tmp_path):
 # -- 5. resume -----------------------------------------------------------------------------
 
 
-def test_resume_equals_an_uninterrupted_run(here, runs, tmp_path):
+def test_resume_equals_an_uninterrupted_run(tiny_data, runs, tmp_path):
     """A: 2 epochs in one go (the W&B run: logging must not change the numbers either);
     B: the same run killed as its second epoch starts; C: B's last.ckpt resumed in a new run
     dir. C must equal A, though the training draws input noise and the open-loop warm-up's
@@ -251,22 +248,21 @@ def test_resume_equals_an_uninterrupted_run(here, runs, tmp_path):
     ok(proc_a)
     assert proc_b.returncode == 3, proc_b.stderr[-3000:]  # CrashAtEpoch's exit
     assert not (b / "results.json").exists()
-    rc = train_here(tmp_path / "run", *here, "model=builtin", "trainer.max_epochs=2", NOISE,
-                    f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}")
+    rc = train_here(tmp_path / "run", *here(tiny_data), "model=builtin", NOISE,
+                    "trainer.max_epochs=2", f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}")
     ra = results(a)
     assert rc["epochs"] == ra["epochs"] == 2
     assert rc["test_mse"] == pytest.approx(ra["test_mse"], rel=1e-6)
     assert rc["best_val_mse"] == pytest.approx(ra["best_val_mse"], rel=1e-6)
 
 
-def test_resume_with_nothing_left_to_train_tests_the_checkpoint(here, runs, tmp_path):
+def test_resume_with_nothing_left_to_train_tests_the_checkpoint(tiny_data, runs, tmp_path):
     """Resuming a 1-epoch checkpoint with trainer.max_epochs=1 trains nothing: it still ends
-    and tests the resumed run's best checkpoint, carried into the new run with its score (in
-    this process)."""
+    and tests the resumed run's best checkpoint, carried into the new run with its score."""
     b, proc_b = runs("scratch-bptt")
     ok(proc_b)
     c = tmp_path / "run"
-    rc = train_here(c, *here, "model=scratch", "trainer.max_epochs=1",
+    rc = train_here(c, *here(tiny_data), "model=scratch", "trainer.max_epochs=1",
                     f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}")
     rb = results(b)
     assert rc["best_val_mse"] == rb["best_val_mse"]
