@@ -80,10 +80,11 @@ bench: $(STAMP)
 bench-gpu: $(STAMP)
 	$(PY) benchmarks/bench_gpu.py
 
-# The suite runs in TEST_WORKERS processes (pytest-xdist), one test file per worker at a time:
-# a module's shared runs are made once. TEST_WORKERS=0 runs it in this process.
+# The suite runs in TEST_WORKERS processes (pytest-xdist), one test file per worker at a time
+# (a module's shared runs are made once), the longest files first (tests/conftest.py).
+# TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
-TEST_ARGS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+TEST_ARGS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(TEST_ARGS)

@@ -18,6 +18,20 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+# The modules whose tests take longest, started first: make test's workers take whole files
+# in collection order, and a long one started last would run alone at the end.
+LONGEST_FIRST = ("test_train", "test_report", "test_tune", "test_stochastic", "test_collect",
+                 "test_envs", "test_dream", "test_rollout", "test_resume", "test_training")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.stem
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the tests of a file keep their order
+
+
 @pytest.fixture(scope="session")
 def cli_env() -> dict[str, str]:
     """The environment run_cli gives a command line, for tests that start their own Popen."""

@@ -127,10 +127,11 @@ def test_evaluate_scores_k_samples_as_forecasts_the_same_twice(latent_run, run_c
         assert with_samples != without, name
 
 
-def test_a_deterministic_model_ignores_samples_with_a_note(run_cli, tiny_run, tmp_path):
-    proc, summary = evaluate(run_cli, tiny_run / "checkpoints" / "last.ckpt", tmp_path / "ev",
-                             "rollout.samples=4")
-    assert "rollout.samples=4: the model is deterministic" in proc.stdout
+def test_a_deterministic_model_ignores_samples_with_a_note(tiny_run, tiny_data, tmp_path,
+                                                          capsys):
+    summary = evaluate_here(tiny_run / "checkpoints" / "last.ckpt", tiny_data, tmp_path / "ev",
+                            "rollout.samples=4")
+    assert "rollout.samples=4: the model is deterministic" in capsys.readouterr().out
     assert "sampled" not in summary["metrics"]
     # one rollout as K copies: no spread, so the energy score is its distance to the truth
     metrics = summary["metrics"]
