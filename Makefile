@@ -23,7 +23,7 @@ EXTRAS ?=
 # value as '\ ' (make evaluate CKPT="a b.ckpt"): such a value stays one quoted argument.
 space := $(subst ,, )
 OVERRIDE_WORDS = $(subst \$(space),@@,$(MAKEOVERRIDES))
-HYDRA_ARGS = $(subst @@,$(space),$(foreach v,$(filter-out TORCH=% PYTHON=% CKPT=% RUNS=% OUT=% EXTRAS=% STUDY=% DIR=%,$(OVERRIDE_WORDS)),'$(v)'))
+HYDRA_ARGS = $(subst @@,$(space),$(foreach v,$(filter-out TORCH=% PYTHON=% TEST_WORKERS=% CKPT=% RUNS=% OUT=% EXTRAS=% STUDY=% DIR=%,$(OVERRIDE_WORDS)),'$(v)'))
 
 export SDL_VIDEODRIVER ?= dummy
 
@@ -79,11 +79,17 @@ bench: $(STAMP)
 bench-gpu: $(STAMP)
 	$(PY) benchmarks/bench_gpu.py
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), one test file per worker at a time
+# (a module's shared runs are made once), the longest files first (tests/conftest.py).
+# TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+TEST_ARGS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(TEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q $(TEST_ARGS) -m "slow or not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

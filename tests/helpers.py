@@ -49,6 +49,15 @@ def compose_config(name: str, *overrides: str) -> DictConfig:
         return compose(name, overrides=list(overrides))
 
 
+def train_here(run_dir, *overrides: str) -> dict:
+    """training.train of conf/train.yaml composed with `overrides`, in this process, into
+    run_dir; its results. A run without a command line has no .hydra/ directory: evaluate its
+    checkpoint with data.* given."""
+    from world_models.training import train
+
+    return train(compose_config("train", f"paths.output_dir={run_dir}", *overrides))
+
+
 def counting_episode(steps: int, size: int = 4, offset: int = 0) -> dict:
     """An episode whose frame t is filled with (offset + t) % 256 and action t is
     [0, t / 256, 0] (gas counts the step: exact in float32 and within its range [0, 1])."""

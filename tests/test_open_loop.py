@@ -2,12 +2,11 @@
 metrics that say whether a dream keeps the road: road IoU and sharpness."""
 
 import csv
-import json
 
 import pytest
 import torch
 
-from tests.helpers import compose_config
+from tests.helpers import compose_config, train_here
 from world_models import rollout
 from world_models.data.datamodule import CarRacingDataModule
 from world_models.errors import UserError
@@ -255,25 +254,21 @@ def test_open_loop_training_grows_the_horizon(tiny_data, tmp_path):
 def test_resume_equals_an_uninterrupted_open_loop_run(run_cli, tiny_data, tmp_path):
     """The curriculum reads the global step and the run's total steps: a run killed as its
     second epoch starts, resumed from its last.ckpt into a new directory, must end where an
-    uninterrupted one does."""
+    uninterrupted one does. The killed run is a process; the others run in this one."""
     words = ["data=tiny", f"data.dir={tiny_data}", "data.collect=false", "model.hidden_size=16",
              "model.gate=true", "model.encoder=pooled", "train.scheduled_sampling.schedule=none",
              "train.open_loop.horizon=8", "train.open_loop.ramp=0.6", "data.train_seq_len=10",
              "data.train_stride=5", "train.input_noise=0.02", "callbacks.rollout.every_n_epochs=0"]
 
-    def train(name, *extra, code=0):
-        proc = run_cli("train.py", *words, "trainer.max_epochs=2",
-                       f"hydra.run.dir={tmp_path / name}", *extra)
-        assert proc.returncode == code, proc.stderr[-3000:]
-        return proc
-
-    train("whole")
-    train("killed", "+callbacks.crash._target_=tests.helpers.CrashAtEpoch",
-          "+callbacks.crash.epoch=1", code=3)
+    words.append("trainer.max_epochs=2")
+    proc = run_cli("train.py", *words, f"hydra.run.dir={tmp_path / 'killed'}",
+                   "+callbacks.crash._target_=tests.helpers.CrashAtEpoch",
+                   "+callbacks.crash.epoch=1")
+    assert proc.returncode == 3, proc.stderr[-3000:]
     assert not (tmp_path / "killed" / "results.json").exists()
-    train("resumed", f"ckpt_path={tmp_path / 'killed' / 'checkpoints' / 'last.ckpt'}")
-    whole, resumed = (json.loads((tmp_path / name / "results.json").read_text())
-                      for name in ("whole", "resumed"))
+    whole = train_here(tmp_path / "whole", *words)
+    resumed = train_here(tmp_path / "resumed", *words,
+                         f"ckpt_path={tmp_path / 'killed' / 'checkpoints' / 'last.ckpt'}")
     assert resumed["optimizer_steps"] == whole["optimizer_steps"]
     assert resumed["test_mse"] == pytest.approx(whole["test_mse"], rel=1e-6)
     assert resumed["last_val_mse"] == pytest.approx(whole["last_val_mse"], rel=1e-6)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import ROOT, compose_config
+from tests.helpers import ROOT, compose_config, train_here
 from world_models.errors import UserError
 
 # lr=0.01 makes validation loss rise after epoch 1 (best-epoch001 of 4): a resume that forgot
@@ -56,14 +56,14 @@ def results(run_dir: Path) -> dict:
 
 def test_killed_run_resumed_by_ckpt_path_last_equals_the_uninterrupted_run(
         tiny_data, cli_env, tmp_path):
+    """The uninterrupted run in this process; the killed and the resumed one by the command
+    line."""
     outputs = tmp_path / "outputs"
-    whole = subprocess.Popen(train_args(tiny_data, outputs, "whole"), cwd=ROOT, env=cli_env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     kill_mid_epoch(train_args(tiny_data, outputs, "killed"), cli_env,
                    outputs / "train" / "killed", epoch=2)
     resumed_at = last_epoch(outputs / "train" / "killed")
-    log, _ = whole.communicate(timeout=300)
-    assert whole.returncode == 0, log[-3000:]
+    train_here(outputs / "train" / "whole", *RUN, f"data.dir={tiny_data}",
+               f"paths.log_dir={outputs}")
     assert not (outputs / "train" / "killed" / "results.json").exists()
     # A newer interrupted run of another config must not be the one resumed.
     other = outputs / "train" / "other"

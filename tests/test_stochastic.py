@@ -8,19 +8,24 @@ import sys
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from tests.helpers import ROOT
+from tests.helpers import compose_config, train_here
 from tests.test_resume import kill_mid_epoch, results
+from world_models import evaluation
 from world_models.data.datamodule import CarRacingDataModule
 from world_models.errors import UserError
-from world_models.evaluation import check_config, load_model
+from world_models.evaluation import evaluate as evaluate_in_process
+from world_models.evaluation import load_model
 from world_models.forecast import FORECAST_METRICS, sequence_generator
 from world_models.models.latent import PersistentNoise, check_latent
 from world_models.rollout import sampled_rollouts
+from world_models.training import check_config
 
 LATENT = ("experiment=stochastic", "data=tiny", "data.collect=false", "model.hidden_size=16")
+# The latent run: 3 epochs with input noise (random draws for a resume to repeat), logging
+# every step.
+RUN = ("trainer.max_epochs=3", "train.input_noise=0.02", "trainer.log_every_n_steps=1")
 
 
 def train_args(tiny_data, run_dir, *extra):
@@ -34,10 +39,9 @@ def ok(proc):
 
 @pytest.fixture(scope="module")
 def latent_run(run_cli, tiny_data, tmp_path_factory):
-    """A latent model trained 2 epochs, logging every step."""
+    """A latent model trained as RUN says, through the command line."""
     run_dir = tmp_path_factory.mktemp("latent") / "run"
-    ok(run_cli(*train_args(tiny_data, run_dir, "trainer.max_epochs=2",
-                           "trainer.log_every_n_steps=1")))
+    ok(run_cli(*train_args(tiny_data, run_dir, *RUN)))
     return run_dir
 
 
@@ -46,6 +50,16 @@ def evaluate(run_cli, ckpt, out, *extra):
                    *extra)
     ok(proc)
     return proc, json.loads((out / "summary.json").read_text())
+
+
+def evaluate_here(ckpt, tiny_data, out, *extra):
+    """evaluate() of the real evaluate.yaml in this process, on the data the run trained on
+    (as the command line takes it), with evaluate()'s rollout.horizon."""
+    out.mkdir(parents=True, exist_ok=True)  # a command line's run directory
+    evaluate_in_process(compose_config("evaluate", f"ckpt={ckpt}", "data=tiny",
+                                       f"data.dir={tiny_data}", "rollout.horizon=12",
+                                       f"paths.output_dir={out}", *extra))
+    return json.loads((out / "summary.json").read_text())
 
 
 def test_kl_and_its_warm_up_are_logged(latent_run):
@@ -104,10 +118,12 @@ def test_persistent_noise_keeps_each_draw_standard_normal_but_correlates_the_ste
     assert lag1 == pytest.approx(0.9, abs=0.02) and lag10 == pytest.approx(0.9**10, abs=0.02)
 
 
-def test_evaluate_scores_k_samples_as_forecasts_the_same_twice(latent_run, run_cli, tmp_path):
+def test_evaluate_scores_k_samples_as_forecasts_the_same_twice(latent_run, run_cli, tiny_data,
+                                                               tmp_path, capsys):
+    """The command line once, then the same evaluation again in this process: the same draws."""
     ckpt = latent_run / "checkpoints" / "last.ckpt"
     _, summary = evaluate(run_cli, ckpt, tmp_path / "k3", "rollout.samples=3")
-    _, again = evaluate(run_cli, ckpt, tmp_path / "k3_again", "rollout.samples=3")
+    again = evaluate_here(ckpt, tiny_data, tmp_path / "k3_again", "rollout.samples=3")
     first_csv = (tmp_path / "k3" / "rollout_metrics.csv").read_text()
     assert first_csv == (tmp_path / "k3_again" / "rollout_metrics.csv").read_text()
     assert summary["metrics"] == again["metrics"]
@@ -129,9 +145,10 @@ def test_evaluate_scores_k_samples_as_forecasts_the_same_twice(latent_run, run_c
         assert summary["sequences"] == 1 and scores["energy"]["step_10"] == pytest.approx(
             (pixels * scores["mse"]["step_10"]) ** 0.5, rel=1e-5)
 
-    proc, one = evaluate(run_cli, ckpt, tmp_path / "k1")
+    capsys.readouterr()
+    one = evaluate_here(ckpt, tiny_data, tmp_path / "k1")
     assert one["forecast"] is None and "sampled" not in one["metrics"]
-    assert "forecast" not in proc.stdout
+    assert "forecast" not in capsys.readouterr().out
     # Three sample rows between the true frames and teacher forcing, in the grid and the GIF
     for name in ("rollout_grid.png", "rollout.gif"):
         with_samples = Image.open(tmp_path / "k3" / name).size
@@ -139,14 +156,11 @@ def test_evaluate_scores_k_samples_as_forecasts_the_same_twice(latent_run, run_c
         assert with_samples != without, name
 
 
-def test_a_deterministic_model_ignores_samples_with_a_note(run_cli, tiny_data, tmp_path):
-    run_dir = tmp_path / "det"
-    ok(run_cli("train.py", "data=tiny", "data.collect=false", f"data.dir={tiny_data}",
-               "model.hidden_size=16", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}",
-               f"hydra.run.dir={run_dir}"))
-    proc, summary = evaluate(run_cli, run_dir / "checkpoints" / "last.ckpt", tmp_path / "ev",
-                             "rollout.samples=4")
-    assert "rollout.samples=4: the model is deterministic" in proc.stdout
+def test_a_deterministic_model_ignores_samples_with_a_note(tiny_run, tiny_data, tmp_path,
+                                                          capsys):
+    summary = evaluate_here(tiny_run / "checkpoints" / "last.ckpt", tiny_data, tmp_path / "ev",
+                            "rollout.samples=4")
+    assert "rollout.samples=4: the model is deterministic" in capsys.readouterr().out
     assert "sampled" not in summary["metrics"]
     # one rollout as K copies: no spread, so the energy score is its distance to the truth
     metrics = summary["metrics"]
@@ -155,15 +169,15 @@ def test_a_deterministic_model_ignores_samples_with_a_note(run_cli, tiny_data, t
     assert set(metrics["climatology"]) == set(FORECAST_METRICS)
 
 
-def test_a_killed_latent_run_resumes_as_if_never_interrupted(run_cli, cli_env, tiny_data,
-                                                             tmp_path):
-    extra = ("trainer.max_epochs=3", "train.input_noise=0.02")
-    ok(run_cli(*train_args(tiny_data, tmp_path / "train" / "whole", *extra)))
+def test_a_killed_latent_run_resumes_as_if_never_interrupted(cli_env, tiny_data,
+                                                             latent_run, tmp_path):
+    """latent_run is the uninterrupted run; the resumed one runs in this process."""
     killed = tmp_path / "train" / "killed"
-    kill_mid_epoch([sys.executable, *train_args(tiny_data, killed, *extra)], cli_env, killed,
+    kill_mid_epoch([sys.executable, *train_args(tiny_data, killed, *RUN)], cli_env, killed,
                    epoch=1)
-    ok(run_cli(*train_args(tiny_data, tmp_path / "train" / "resumed", *extra, "ckpt_path=last")))
-    whole, resumed = results(tmp_path / "train" / "whole"), results(tmp_path / "train" / "resumed")
+    resumed = train_here(tmp_path / "train" / "resumed", *LATENT, f"data.dir={tiny_data}",
+                         f"paths.log_dir={tmp_path / 'train'}", *RUN, "ckpt_path=last")
+    whole = results(latent_run)
     assert resumed["test_mse"] == whole["test_mse"]
     assert resumed["optimizer_steps"] == whole["optimizer_steps"]
 
@@ -177,11 +191,13 @@ def test_ddp_trains_a_latent_model(run_cli, tiny_data, tmp_path):
     assert torch.isfinite(torch.tensor(results(run_dir)["test_mse"]))
 
 
-def test_a_bad_latent_setting_is_refused_in_one_line(run_cli, tiny_data, tmp_path):
-    proc = run_cli(*train_args(tiny_data, tmp_path / "bad", "model.latent=nope"))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
-    assert "model.latent" in line and "gaussian" in line, line
+def test_a_bad_latent_setting_is_refused_naming_the_key(tiny_data, tmp_path):
+    """train.py's checks on the real train.yaml, in this process (test_train.py: the command
+    line turns such an error into one line and exit code 2)."""
+    with pytest.raises(UserError) as refused:
+        check_config(compose_config("train", *LATENT, f"data.dir={tiny_data}",
+                                    f"paths.output_dir={tmp_path}", "model.latent=nope"))
+    assert str(refused.value).startswith("model.latent:") and "gaussian" in str(refused.value)
 
 
 @pytest.mark.parametrize("settings, words", [
@@ -196,17 +212,15 @@ def test_latent_settings_that_cannot_work_name_their_key(settings, words):
     assert all(word in str(refused.value) for word in words), str(refused.value)
 
 
-def test_rollout_samples_below_one_is_refused(run_cli, latent_run, tmp_path):
-    proc = run_cli("evaluate.py", f"ckpt={latent_run / 'checkpoints' / 'last.ckpt'}",
-                   "rollout.samples=0", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2 and "rollout.samples" in proc.stderr.strip().splitlines()[-1]
-
+def test_rollout_samples_below_one_is_refused(latent_run, tiny_data, tmp_path):
+    with pytest.raises(UserError, match="^rollout.samples"):
+        evaluate_here(latent_run / "checkpoints" / "last.ckpt", tiny_data, tmp_path,
+                      "rollout.samples=0")
 
 
 @pytest.mark.parametrize("value, message", [("1.0", "expected 0 <= persistence < 1"),
                                             ("abc", "expected a number")])
 def test_rollout_persistence_out_of_range_is_refused(value, message):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=["ckpt=x.ckpt", f"rollout.persistence={value}"])
+    cfg = compose_config("evaluate", "ckpt=x.ckpt", f"rollout.persistence={value}")
     with pytest.raises(UserError, match=f"rollout.persistence: {message}"):
-        check_config(cfg)
+        evaluation.check_config(cfg)

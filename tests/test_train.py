@@ -1,8 +1,6 @@
-"""train.py through its real command line, on a tiny real dataset (see conftest.py).
-
-Every run uses model.hidden_size=16 and one or two epochs of 5 train windows, so each
-subprocess costs mostly its start-up (a few seconds).
-"""
+"""train.py through its real command line, on a tiny real dataset (see conftest.py). Every
+run uses model.hidden_size=16 and one or two epochs of 5 train windows, so each process
+costs mostly its start-up (a few seconds); resumes run in this process (train_here)."""
 
 import csv
 import json
@@ -15,7 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, train_here
 
 SMALL = ("model.hidden_size=16", "checkpoint_monitor=val/loss")  # the best epoch is tested
 # Input noise is off by default; the resume runs turn it on so that its random draws are checked.
@@ -41,8 +39,6 @@ BAD_CLI = [
 ]
 RUNS = {
     **{name: overrides for name, (_, _, overrides) in CASES.items()},
-    # The first half of an interrupted builtin-bptt-wandb (resumed in test_resume_...).
-    "resume-first-epoch": ["model=builtin", "trainer.max_epochs=1", NOISE],
     # builtin-bptt-wandb killed as epoch 2 starts (schedules are fractions of the run)
     "interrupted": ["model=builtin", "trainer.max_epochs=2", NOISE, "+callbacks.crash.epoch=1",
                     "+callbacks.crash._target_=tests.helpers.CrashAtEpoch"],
@@ -83,6 +79,11 @@ def runs(train, tmp_path_factory):
 
     yield get
     pool.shutdown(cancel_futures=True)
+
+
+def here(tiny_data) -> tuple[str, ...]:
+    """The overrides of train(), for a run in this process (train_here)."""
+    return ("data=tiny", f"data.dir={tiny_data}", "data.collect=false", *SMALL)
 
 
 def ok(proc) -> None:
@@ -237,35 +238,33 @@ def test_multirun_through_the_joblib_launcher(train, tmp_path):
 # -- 5. resume -----------------------------------------------------------------------------
 
 
-def test_resume_equals_an_uninterrupted_run(train, runs, tmp_path):
+def test_resume_equals_an_uninterrupted_run(tiny_data, runs, tmp_path):
     """A: 2 epochs in one go (the W&B run: logging must not change the numbers either);
     B: the same run killed as its second epoch starts; C: B's last.ckpt resumed in a new run
     dir. C must equal A, though the training draws input noise and the open-loop warm-up's
-    slices, and the open-loop steps begin in the second epoch."""
+    slices, and the open-loop steps begin in the second epoch. C runs in this process."""
     a, proc_a = runs("builtin-bptt-wandb")
     b, proc_b = runs("interrupted")
     ok(proc_a)
     assert proc_b.returncode == 3, proc_b.stderr[-3000:]  # CrashAtEpoch's exit
     assert not (b / "results.json").exists()
-    c = tmp_path / "run"
-    proc_c = train(c, "model=builtin", "trainer.max_epochs=2", NOISE,
-                   f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}")
-    ok(proc_c)
-    ra, rc = results(a), results(c)
+    rc = train_here(tmp_path / "run", *here(tiny_data), "model=builtin", NOISE,
+                    "trainer.max_epochs=2", f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}")
+    ra = results(a)
     assert rc["epochs"] == ra["epochs"] == 2
     assert rc["test_mse"] == pytest.approx(ra["test_mse"], rel=1e-6)
     assert rc["best_val_mse"] == pytest.approx(ra["best_val_mse"], rel=1e-6)
 
 
-def test_resume_with_nothing_left_to_train_tests_the_checkpoint(train, runs, tmp_path):
-    """Resuming a 1-epoch checkpoint with trainer.max_epochs=1 trains nothing: it still exits 0
+def test_resume_with_nothing_left_to_train_tests_the_checkpoint(tiny_data, runs, tmp_path):
+    """Resuming a 1-epoch checkpoint with trainer.max_epochs=1 trains nothing: it still ends
     and tests the resumed run's best checkpoint, carried into the new run with its score."""
-    b, proc_b = runs("resume-first-epoch")
+    b, proc_b = runs("scratch-bptt")
     ok(proc_b)
     c = tmp_path / "run"
-    ok(train(c, "model=builtin", "trainer.max_epochs=1",
-             f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}"))
-    rb, rc = results(b), results(c)
+    rc = train_here(c, *here(tiny_data), "model=scratch", "trainer.max_epochs=1",
+                    f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}")
+    rb = results(b)
     assert rc["best_val_mse"] == rb["best_val_mse"]
     assert Path(rc["checkpoint"]).parent == c / "checkpoints"
     assert rc["test_mse"] == pytest.approx(rb["test_mse"], rel=1e-6)

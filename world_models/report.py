@@ -20,12 +20,15 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from world_models import plots, runs
 from world_models.errors import UserError, exit_on_user_error
 
 ROOT = Path(__file__).resolve().parents[1]  # train.py and evaluate.py live here
-CORES = ("builtin", "scratch")
+# The runs the report trains: a study's variants and its train words (read here, not through
+# studies.py, which imports this module).
+COURSE = ROOT / "conf" / "study" / "course.yaml"
 AR_STEPS = (1, 10, 50, 150)
 # The course report's test MSE (its own data and loop), to place our numbers against.
 COURSE_TEST_MSE = {"builtin": 1.11e-3, "scratch": 1.09e-3}
@@ -184,16 +187,11 @@ def main(argv=None) -> None:
             stages[f"train {name} (fit, from its {runs.RESULTS})"] = results["fit_seconds"]
     else:
         root = args.log_dir / "report" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
-        for core in CORES:
-            run_dirs[core] = root / core
-            # The course's model, clean inputs, teacher forcing and 50 epochs, unless the
-            # command line says otherwise (our bptt loop; experiment=task1, task2: the course's).
-            stages[f"train {core}"] = run("train.py", merge(
-                [f"model={core}", "train.scheduled_sampling.schedule=none",
-                 "train.input_noise=0", "train.open_loop.horizon=0", "data.train_seq_len=null",
-                 "data.train_stride=null", "checkpoint_monitor=val/loss",
-                 "trainer.max_epochs=50"], train_args,
-                [f"hydra.run.dir={run_dirs[core]}"]))
+        course = OmegaConf.to_container(OmegaConf.load(COURSE))
+        for name, words in course["variants"].items():  # the command line's words win
+            run_dirs[name] = root / name
+            stages[f"train {name}"] = run("train.py", merge(
+                words, course["train"], train_args, [f"hydra.run.dir={run_dirs[name]}"]))
     for name, run_dir in run_dirs.items():
         stages[f"evaluate {name}"] = evaluate(run_dir, eval_args)
     found = {name: {"dir": d, "results": runs.read_results(d), "summary": runs.read_summary(d)}

@@ -24,21 +24,8 @@ TYPES = {
     "data.batch_size": INT,
     "data.num_workers": INT,
     "data.seed": INT,
-    "model.hidden_size": INT,
-    "model.lr": FLOAT,
-    "model.l1_weight": FLOAT,
-    "model.ssim_weight": FLOAT,
-    "model.fade_lr_scale": FLOAT,
-    "model.residual": BOOL,
-    "model.gate": BOOL,
-    "model.fill": BOOL,
-    "model.fade": BOOL,
-    "model.own_steps_input": BOOL,
-    "model.compile": BOOL,
+    # model.*: the types of ModelSettings' fields (models/hparams.py), added by types()
     "train.open_loop.detach": BOOL,
-    "model.latent_size": INT,
-    "model.kl_weight": FLOAT,
-    "model.kl_warmup": FLOAT,
     "train.open_loop.horizon": INT,
     "train.open_loop.context": INT,
     "train.open_loop.warmup": FLOAT,
@@ -69,11 +56,19 @@ def _fits(value, kind: str) -> bool:
     return isinstance(value, int) or (kind == OPTIONAL_INT and value is None)
 
 
+def types() -> dict[str, str]:
+    """TYPES and the model's settings' types, where they are defined (models/hparams.py)."""
+    from world_models.models.hparams import model_types
+
+    kinds = {int: INT, float: FLOAT, bool: BOOL}  # a str is checked against its choices
+    return {**TYPES, **{key: kinds[t] for key, t in model_types().items() if t in kinds}}
+
+
 def check_types(cfg: DictConfig) -> None:
-    """Refuse, naming the key, any setting of TYPES that `cfg` holds with another type."""
+    """Refuse, naming the key, any setting of types() that `cfg` holds with another type."""
     from world_models.errors import UserError
 
-    for key, kind in TYPES.items():
+    for key, kind in types().items():
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False)
         if value is not _MISSING and not _fits(value, kind):
             raise UserError(f"{key}: expected {kind}, got '{value}'")

@@ -1,6 +1,5 @@
 """Build every object from the composed config, fit, test, and write the run's results."""
 
-import inspect
 import os
 import time
 from pathlib import Path
@@ -18,8 +17,7 @@ from world_models.checkpointing import check_checkpoint_file
 from world_models.data.datamodule import CarRacingDataModule, check_split, float_batch
 from world_models.errors import UserError
 from world_models.metrics import window_baselines
-from world_models.models.hparams import check_hparams
-from world_models.models.latent import check_latent
+from world_models.models.hparams import MODEL_KEYS, ModelSettings
 from world_models.models.world_model import WorldModel
 from world_models.settings import check_known, check_types
 
@@ -95,33 +93,15 @@ def check_checkpoint(path, model: WorldModel) -> None:
             )
 
 
-# WorldModel's arguments that train.py takes from data.* and train.*, not from model.*.
-NOT_MODEL_SETTINGS = ("self", "frame_shape", "protocol", "input_noise", "scheduled_sampling",
-                      "open_loop")
-
-
-def model_settings() -> list[str]:
-    """The keys model.* may hold: WorldModel's arguments, where the model's settings are
-    defined once (a checkpoint rebuilds the model from them)."""
-    return [name for name in inspect.signature(WorldModel.__init__).parameters
-            if name not in NOT_MODEL_SETTINGS]
-
-
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible settings before data is collected or anything is built."""
-    check_known(cfg.model, "model", model_settings())
+    check_known(cfg.model, "model", MODEL_KEYS)  # ModelSettings: the model's settings
     check_types(cfg)
     if int(cfg.trainer.max_epochs) < 1:
         raise UserError(f"trainer.max_epochs: expected >= 1, got {cfg.trainer.max_epochs}")
     check_split(cfg.data.split, needs=("train", "test"))  # the results hold the test MSE
-    m, size = cfg.model, int(cfg.data.resolution)
-    check_hparams(m.core, m.hidden_size, m.lr, cfg.train.protocol, encoder=m.encoder,
-                  frame_shape=(3, size, size), warp=m.warp, l1_weight=m.l1_weight,
-                  scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
-                  input_noise=cfg.train.input_noise, gate=m.gate, residual=m.residual,
-                  open_loop=OmegaConf.to_container(cfg.train.open_loop),
-                  ssim_weight=m.ssim_weight, fill=m.fill, fade_lr_scale=m.fade_lr_scale)
-    check_latent(m.latent, m.latent_size, m.kl_weight, m.kl_warmup, cfg.train.protocol)
+    size = int(cfg.data.resolution)
+    ModelSettings.from_config(cfg, frame_shape=(3, size, size)).check()
 
 
 def train(cfg: DictConfig) -> dict:
@@ -133,10 +113,7 @@ def train(cfg: DictConfig) -> dict:
     # Collect and split here, in the launching process, before DDP starts workers.
     datamodule.prepare_data()
     datamodule.setup("fit")
-    model = WorldModel(**cfg.model, frame_shape=datamodule.frame_shape,
-                       protocol=cfg.train.protocol, input_noise=cfg.train.input_noise,
-                       scheduled_sampling=OmegaConf.to_container(cfg.train.scheduled_sampling),
-                       open_loop=OmegaConf.to_container(cfg.train.open_loop))
+    model = WorldModel(ModelSettings.from_config(cfg, datamodule.frame_shape))
     if ckpt_path:
         check_checkpoint(ckpt_path, model)
     elif model.fade is not None:  # what to expect where nothing is known: at first, the average

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from world_models.errors import UserError
 from world_models.models.cores import build_core
 from world_models.models.frames import build_frame_codec
-from world_models.models.hparams import check_hparams
-from world_models.models.latent import GaussianLatent, check_latent, kl_weight_now, mean_kl
+from world_models.models.hparams import ModelSettings
+from world_models.models.latent import GaussianLatent, kl_weight_now, mean_kl
 from world_models.models.losses import fast_ssim
 from world_models.models.sampling import (
     OWN_STEP_FEATURES,
@@ -36,64 +36,38 @@ class NonFiniteLossError(UserError):
 
 
 class WorldModel(L.LightningModule):
-    def __init__(
-        self,
-        core: str = "builtin",
-        hidden_size: int = 128,
-        lr: float = 3e-4,
-        frame_shape: tuple[int, int, int] = (3, 32, 32),
-        action_size: int = 3,
-        protocol: str = "bptt",
-        encoder: str = "flat",
-        residual: bool = False,
-        warp: str = "none",
-        l1_weight: float = 0.0,
-        scheduled_sampling: dict | None = None,
-        input_noise: float = 0.0,
-        gate: bool = False,
-        open_loop: dict | None = None,
-        ssim_weight: float = 0.0,
-        own_steps_input: bool = False,
-        fill: bool = False,
-        fade: bool = False,
-        fade_lr_scale: float = 1.0,
-        fade_frame: str = "learned",
-        latent: str = "none",
-        latent_size: int = 16,
-        kl_weight: float = 1e-5,
-        kl_warmup: float = 0.5,
-        compile: bool = False,
-    ):
+    def __init__(self, settings: ModelSettings | None = None, **values):
+        """The model `settings` describes (models/hparams.py), or ModelSettings(**values): the
+        keywords are its fields, as a checkpoint stores them."""
         super().__init__()
-        scheduled_sampling = dict(scheduled_sampling or {"schedule": "none"})
-        open_loop = dict(open_loop or {"horizon": 0})
-        check_hparams(core, hidden_size, lr, protocol, encoder=encoder, frame_shape=frame_shape,
-                      warp=warp, l1_weight=l1_weight, scheduled_sampling=scheduled_sampling,
-                      input_noise=input_noise, gate=gate, residual=residual, open_loop=open_loop,
-                      ssim_weight=ssim_weight, fill=fill, fade_lr_scale=fade_lr_scale,
-                      fade_frame=fade_frame)
-        check_latent(latent, latent_size, kl_weight, kl_warmup, protocol)
-        # Only plain values are saved, so load_from_checkpoint rebuilds the core.
-        self.save_hyperparameters()
-        self.frame_shape = tuple(frame_shape)
-        self.encoder, self.decoder = build_frame_codec(encoder, self.frame_shape, hidden_size)
-        extra = OWN_STEP_FEATURES if own_steps_input else 0
-        self.core = build_core(core, self.encoder.output_size + action_size + extra, hidden_size)
+        if settings is None:
+            settings = ModelSettings(**values)
+        elif values:
+            raise TypeError(f"WorldModel: settings or keywords, not both ({', '.join(values)})")
+        settings.check()
+        self.settings = s = settings
+        # Only plain values are saved, so load_from_checkpoint rebuilds the model from them.
+        self.save_hyperparameters(s.as_dict())
+        self.frame_shape = s.frame_shape
+        self.encoder, self.decoder = build_frame_codec(s.encoder, self.frame_shape, s.hidden_size)
+        extra = OWN_STEP_FEATURES if s.own_steps_input else 0
+        self.core = build_core(s.core, self.encoder.output_size + s.action_size + extra,
+                               s.hidden_size)
         # rollouts (sampling.unroll) pass own_steps to a model that says it reads them
-        self.counts_own_steps = own_steps_input or fade
-        self.warp = build_warp(warp, self.frame_shape, hidden_size)
-        self.gate = KeepGate(self.frame_shape, hidden_size, fill) if gate else None
-        self.fade = (Fade(self.frame_shape, hidden_size, OWN_STEP_FEATURES,
-                          learn_frame=fade_frame == "learned") if fade else None)
-        self.latent = (GaussianLatent(hidden_size, self.encoder.output_size, latent_size)
-                       if latent == "gaussian" else None)  # models/latent.py
-        if residual or self.warp is not None:  # an untrained residual model copies the last frame
-            self.decoder.zero_output_()
+        self.counts_own_steps = s.own_steps_input or s.fade
+        self.warp = build_warp(s.warp, self.frame_shape, s.hidden_size)
+        self.gate = KeepGate(self.frame_shape, s.hidden_size, s.fill) if s.gate else None
+        self.fade = (Fade(self.frame_shape, s.hidden_size, OWN_STEP_FEATURES,
+                          learn_frame=s.fade_frame == "learned") if s.fade else None)
+        self.latent = (GaussianLatent(s.hidden_size, self.encoder.output_size, s.latent_size)
+                       if s.latent == "gaussian" else None)  # models/latent.py
+        if s.residual or self.warp is not None:  # an untrained residual model copies the last
+            self.decoder.zero_output_()          # frame
         # per_step reproduces the course's loop: an optimizer step after every time step.
-        self.automatic_optimization = protocol == "bptt"
+        self.automatic_optimization = s.protocol == "bptt"
         self._rng, self._rng_state = None, None  # see training_generator()
         self._schedule = None  # see scheduled_sampling()
-        for half in ("_core_inputs", "_next_frames") if compile else ():  # see _core_inputs
+        for half in ("_core_inputs", "_next_frames") if s.compile else ():  # see _core_inputs
             setattr(self, half, torch.compile(getattr(self, half)))
 
     def forward(self, frames, actions, state=None, own_steps: int = 0, targets=None,
