@@ -117,8 +117,10 @@ def test_interrupted_collection_resumes_to_the_same_dataset(tmp_path):
 
 def test_ctrl_c_says_in_one_line_what_is_kept_and_exits_130(tmp_path):
     data_dir = tmp_path / "d"
+    # Episodes of 150 steps: seconds between the first file and the last, so that a loaded
+    # machine cannot finish the collection before the interrupt arrives.
     args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=8", "collect.workers=2",
-            f"data.dir={data_dir}", f"hydra.run.dir={tmp_path / 'log'}"]
+            "data.episode_steps=150", f"data.dir={data_dir}", f"hydra.run.dir={tmp_path / 'log'}"]
     # A session of its own, so the SIGINT goes to the whole process group as a terminal's does.
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, start_new_session=True,
                             env=cli_env(),
