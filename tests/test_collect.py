@@ -122,7 +122,9 @@ def test_ctrl_c_says_in_one_line_what_is_kept_and_exits_130(tmp_path):
     args = ["-m", "world_models.collect", "data=tiny", "data.num_episodes=8", "collect.workers=2",
             "data.episode_steps=150", f"data.dir={data_dir}", f"hydra.run.dir={tmp_path / 'log'}"]
     # A session of its own, so the SIGINT goes to the whole process group as a terminal's does.
+    # SIGINT at its default in the child, as under a terminal, whatever this process ignores.
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -165,21 +165,8 @@ def evaluate(cfg: DictConfig) -> dict:
     check_config(cfg)
     out_dir = Path(cfg.paths.output_dir)
     model = load_model(cfg.ckpt)
-    cfg = with_training_data(cfg, user_overrides())
-    datamodule = CarRacingDataModule.from_config(cfg)
-    datamodule.prepare_data()
-    datamodule.setup()
-    check_fits(model, datamodule, cfg.ckpt)
-    if note := ensembles.note(model, cfg.rollout.samples):
-        print(note)
-    if cfg.split != "all":
-        warn_if_split_differs(cfg.ckpt, cfg)
+    cfg, datamodule, sequences, horizon = evaluated_data(cfg, model)
     r = cfg.rollout
-    sequences, horizon = select_sequences(datamodule, cfg.split, r.horizon)
-    if r.context >= horizon:
-        raise UserError(f"rollout.context: {r.context} leaves nothing to predict in the "
-                        f"{horizon} steps available")
-
     trained = training_data(cfg, datamodule)
     mean_frame = trained.mean_frame()
     values, (truth, tf, ar) = rollout_metrics(model, sequences, mean_frame,
@@ -211,7 +198,35 @@ def evaluate(cfg: DictConfig) -> dict:
         "data": OmegaConf.to_container(cfg.data, resolve=True),
     }
     path = runs.write_summary(out_dir, summary)
-    print(f"{len(sequences)} {cfg.split} sequences, {horizon} steps, context {r.context}:")
+    print_summary(summary, worse, bool(forecasts), r, path)
+    return summary
+
+
+def evaluated_data(cfg: DictConfig, model: WorldModel):
+    """The config with the run's data (evaluation_data.with_training_data), its DataModule, the
+    episodes to roll out and the horizon they allow; notes and warnings printed."""
+    cfg = with_training_data(cfg, user_overrides())
+    datamodule = CarRacingDataModule.from_config(cfg)
+    datamodule.prepare_data()
+    datamodule.setup()
+    check_fits(model, datamodule, cfg.ckpt)
+    if note := ensembles.note(model, cfg.rollout.samples):
+        print(note)
+    if cfg.split != "all":
+        warn_if_split_differs(cfg.ckpt, cfg)
+    r = cfg.rollout
+    sequences, horizon = select_sequences(datamodule, cfg.split, r.horizon)
+    if r.context >= horizon:
+        raise UserError(f"rollout.context: {r.context} leaves nothing to predict in the "
+                        f"{horizon} steps available")
+    return cfg, datamodule, sequences, horizon
+
+
+def print_summary(summary: dict, worse: dict, forecasts: bool, r: DictConfig, path) -> None:
+    """What evaluate prints: the metrics, where the rollout is worse, where the files are."""
+    horizon = summary["horizon"]
+    print(f"{summary['sequences']} {summary['split']} sequences, {horizon} steps, "
+          f"context {r.context}:")
     print(format_summary(summary["metrics"], horizon))
     print(format_worse(worse, horizon))
     print(format_sensitivity(summary["metrics"].get("action_sensitivity")))
@@ -219,5 +234,4 @@ def evaluate(cfg: DictConfig) -> dict:
         print(ensembles.format_forecasts(summary["metrics"], r.samples))
     print(f"summary: {path}  per-step metrics: {runs.ROLLOUT_METRICS}  "
           f"pictures: rollout_grid.png, rollout.gif, rollout_loss.png"
-          f"{', frames/' if r.save_frames else ''}  (all in {out_dir})")
-    return summary
+          f"{', frames/' if r.save_frames else ''}  (all in {Path(path).parent})")
