@@ -83,3 +83,10 @@ def test_goals_from_the_runs_files(tmp_path):
     assert "1. AR MSE <= both baselines: **MET**" in text
     assert "1. AR MSE <= both baselines: **NOT MET** (MSE > mean-frame at 51 steps" in text
     assert (tmp_path / "out" / "figures" / "open_loop_per_step.png").is_file()
+
+
+def test_the_page_names_each_dataset_its_variants_were_evaluated_on(tmp_path):
+    runs = {name: [fake_run(tmp_path / name, 1.5e-4, lambda t: 0.005)] for name in "abc"}
+    assert studies.data_dirs(runs) == "`d`"
+    runs["c"][0]["summary"]["data"]["dir"] = "mix"
+    assert studies.data_dirs(runs) == "`d` (a, b); `mix` (c)"

@@ -202,6 +202,16 @@ def fit_minutes(runs: dict[str, list[dict]]) -> float:
     return sum(r["results"]["fit_seconds"] for seeds in runs.values() for r in seeds) / 60
 
 
+def data_dirs(runs: dict[str, list[dict]]) -> str:
+    """The datasets the runs were evaluated on: one, or each with its variants."""
+    dirs: dict[str, list[str]] = {}
+    for variant, seeds in runs.items():
+        dirs.setdefault(seeds[0]["summary"]["data"]["dir"], []).append(variant)
+    if len(dirs) == 1:
+        return f"`{next(iter(dirs))}`"
+    return "; ".join(f"`{d}` ({', '.join(vs)})" for d, vs in dirs.items())
+
+
 def write(name: str, study: dict, runs: dict[str, list[dict]], out: Path, info: dict) -> Path:
     """OUT/COMPARISON_<name>.md and its figure, from the runs' files."""
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -214,7 +224,7 @@ def write(name: str, study: dict, runs: dict[str, list[dict]], out: Path, info: 
           study.get("about", "").strip(), "",
           f"- Machine: {machine()}",
           f"- Every run: `{' '.join(study['train']) or 'the defaults'}` and its variant's words; "
-          f"seeds {', '.join(map(str, study['seeds']))}; data `{summary['data']['dir']}`.",
+          f"seeds {', '.join(map(str, study['seeds']))}; data {data_dirs(runs)}.",
           f"- Rollouts: {summary['sequences']} test episodes, {summary['horizon']} steps after "
           f"{summary['context']} true frame; copy-first repeats that frame.",
           f"- Time: {fit_minutes(runs):.1f} min of `trainer.fit` over all runs (from their "
