@@ -249,7 +249,10 @@ def test_other_resolution_in_the_same_directory_is_refused_untouched(tmp_path):
     ({"policy": {"name": "brownian", "sigma": [0.3, 0.1, 0.01]}},
      "policy.sigma: '{dir}' was collected with policy.sigma=null but this command asks for "
      "[0.3, 0.1, 0.01]"),
-], ids=["episode_steps", "skip_frames", "seed", "policy.name", "policy.sigma"])
+    ({"policy": {"name": "mix", "components": [{"name": "phases"}]}},
+     "policy.name: '{dir}' was collected with policy.name=\"brownian\" but this command asks "
+     "for \"mix\""),
+], ids=["episode_steps", "skip_frames", "seed", "policy.name", "policy.sigma", "policy mix"])
 def test_settings_the_dataset_was_not_collected_with_are_refused(tmp_path, change, message):
     collect(spec(tmp_path), num_episodes=1, workers=1, progress=False)
     before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}

@@ -44,9 +44,10 @@ def write_card(directory, card: dict) -> dict:
 
 
 def _differences(have, want, key: str):
-    """(key, card's value, requested value) for each setting that differs, nested keys named."""
+    """(key, card's value, requested value) for each setting that differs, nested keys named;
+    a policy's name first, the difference a user reads most easily."""
     if isinstance(have, dict) and isinstance(want, dict):
-        for name in sorted(set(have) | set(want)):
+        for name in sorted(set(have) | set(want), key=lambda n: (n != "name", n)):
             yield from _differences(have.get(name), want.get(name), f"{key}.{name}")
     elif have != want:
         yield key, have, want
