@@ -44,3 +44,45 @@ def test_a_mix_picks_one_policy_per_episode_from_the_episode_seed():
 def test_bad_mixes_are_refused_naming_the_key(config, message):
     with pytest.raises(UserError, match=message):
         make_policy(config, np.random.default_rng(0))
+
+
+def test_fidget_phases_press_both_pedals_at_levels_that_vary():
+    four = PhasedPolicy(np.random.default_rng(1), phases=(0, 0, 0, 1), phase_steps=(5, 5))
+    actions = np.stack([four() for _ in range(200)])
+    gas, brake = actions[:, 1], actions[:, 2]
+    assert np.mean((gas > 0) & (brake > 0)) > 0.95  # both at once, at levels that vary
+    assert gas.std() > 0.2 and brake.std() > 0.2
+
+
+def test_slalom_weaves_with_one_period_per_episode():
+    policy = make_policy({"name": "slalom", "period": [40, 40], "amplitude": [1, 1]},
+                         np.random.default_rng(3))
+    actions = np.stack([policy() for _ in range(200)])
+    steer = actions[:, 0]
+    assert np.allclose(steer[:160], steer[40:200], atol=1e-5)  # periodic, 40 steps
+    assert steer.max() > 0.9 and steer.min() < -0.9 and np.all(actions[:, 2] == 0)
+
+
+def car_speed(policy, steps=120, seed=5):
+    """Mean speed of the car body over `steps` of the real simulator under `policy`."""
+    from world_models.envs import make_env
+    env = make_env("fast")
+    env.reset(seed=seed)
+    speeds = []
+    for _ in range(steps):
+        env.step(policy())
+        speeds.append(float(np.linalg.norm(env.unwrapped.car.hull.linearVelocity)))
+    env.close()
+    return float(np.mean(speeds[40:]))
+
+
+def test_fidgeting_moves_the_car_less_than_driving_on_the_simulator():
+    drive = PhasedPolicy(np.random.default_rng(4), phases=(1, 0, 0, 0), steer_sigma=0.05)
+    fidget = PhasedPolicy(np.random.default_rng(4), phases=(0, 0, 0, 1), steer_sigma=0.05)
+    assert car_speed(fidget) < 0.5 * car_speed(drive)
+
+
+@pytest.mark.parametrize("phases", [(1, 1), (1, 1, 1, 1, 1), (1, -1, 1), (0, 0, 0)])
+def test_bad_phases_are_refused_naming_the_key(phases):
+    with pytest.raises(UserError, match=r"^policy.phases: expected 3 or 4 probabilities"):
+        make_policy({"name": "phases", "phases": list(phases)}, np.random.default_rng(0))

@@ -42,15 +42,22 @@ class UniformPolicy:
 
 class PhasedPolicy:
     """Stop-and-go driving: phases of `phase_steps` (a random length in that range) of driving,
-    coasting or braking (chosen with probabilities `phases`), and brownian steering throughout.
+    coasting, braking and, with a fourth probability in `phases`, fidgeting (both pedals at
+    random levels every step, as a nervous or a random driver presses them), with brownian
+    steering throughout.
 
-    It shows a model what the brownian policy rarely does: hard braking and a car standing still.
+    It shows a model what the brownian policy rarely does: hard braking, a car standing still,
+    and gas and brake pressed together. With three probabilities there is no fidgeting, and the
+    draws are those of the three-phase policy.
     """
 
-    KINDS = ("drive", "coast", "brake")
+    KINDS = ("drive", "coast", "brake", "fidget")
 
     def __init__(self, rng: np.random.Generator, phases=(0.5, 0.2, 0.3), phase_steps=(20, 80),
                  steer_sigma: float = 0.2):
+        if len(phases) not in (3, 4) or min(phases) < 0 or sum(phases) <= 0:
+            raise UserError(f"policy.phases: expected 3 or 4 probabilities >= 0 of "
+                            f"{', '.join(self.KINDS)}, got {list(phases)}")
         self.rng = rng
         self.p = np.asarray(phases, dtype=np.float64) / np.sum(phases)
         self.phase_steps = (int(phase_steps[0]), int(phase_steps[1]))
@@ -59,13 +66,37 @@ class PhasedPolicy:
 
     def __call__(self) -> np.ndarray:
         if self.left == 0:
-            self.kind = self.KINDS[self.rng.choice(len(self.KINDS), p=self.p)]
+            self.kind = self.KINDS[self.rng.choice(len(self.p), p=self.p)]
             self.left = int(self.rng.integers(self.phase_steps[0], self.phase_steps[1] + 1))
         self.left -= 1
         self.steer = float(np.clip(self.steer + self.rng.normal(0.0, self.steer_sigma), -1, 1))
-        gas = self.rng.uniform(0.3, 1.0) if self.kind == "drive" else 0.0
-        brake = self.rng.uniform(0.3, 1.0) if self.kind == "brake" else 0.0
+        if self.kind == "fidget":
+            gas, brake = self.rng.uniform(0.0, 1.0, size=2)
+        else:
+            gas = self.rng.uniform(0.3, 1.0) if self.kind == "drive" else 0.0
+            brake = self.rng.uniform(0.3, 1.0) if self.kind == "brake" else 0.0
         return np.array([self.steer, gas, brake], dtype=np.float32)
+
+
+class SlalomPolicy:
+    """Weaving at a steady speed: steering follows a sine of a period and an amplitude drawn per
+    episode (in `period` steps and `amplitude`), gas held near a level drawn in `gas`, no brake.
+    A steering pattern no other policy here shows: held-out data for a model trained on them."""
+
+    def __init__(self, rng: np.random.Generator, period=(30, 120), amplitude=(0.3, 1.0),
+                 gas=(0.1, 0.5)):
+        self.rng = rng
+        self.period = rng.uniform(*period)
+        self.amplitude = rng.uniform(*amplitude)
+        self.phase = rng.uniform(0.0, 2 * np.pi)
+        self.gas = rng.uniform(*gas)
+        self.t = 0
+
+    def __call__(self) -> np.ndarray:
+        steer = self.amplitude * np.sin(2 * np.pi * self.t / self.period + self.phase)
+        gas = np.clip(self.gas + self.rng.normal(0.0, 0.05), 0.0, 1.0)
+        self.t += 1
+        return np.array([steer, gas, 0.0], dtype=np.float32)
 
 
 def mixed_policy(rng: np.random.Generator, components=()):
@@ -98,7 +129,7 @@ def scripted_drive(steps: int, seed: int) -> list[np.ndarray]:
 
 
 POLICIES = {"brownian": BrownianPolicy, "uniform": UniformPolicy, "phases": PhasedPolicy,
-            "mix": mixed_policy}
+            "slalom": SlalomPolicy, "mix": mixed_policy}
 
 
 def make_policy(config: dict, rng: np.random.Generator):
