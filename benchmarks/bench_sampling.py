@@ -10,7 +10,8 @@ seeded random uint8 windows held in memory, so only the model is timed:
       `make train` trains it;
   (b) experiment=flow_ss (the default before open-loop training) on its 10-frame windows: the
       teacher-forced step against the scheduled-sampling step, the true frame fed with
-      probability 0.5 (halfway through its decay).
+      probability 0.5 (halfway through its decay): models/scheduled.py's two passes, and the
+      step-by-step rollout they replaced (the same loss and gradients).
 
 Frames/s = batch x predicted frames per window per step, from the median CPU time of this
 thread per step (other processes on a shared machine do not count), one thread; the steps of
@@ -31,7 +32,11 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from world_models.data.windows import float_batch  # noqa: E402
-from world_models.models.sampling import scheduled_rollout, unroll  # noqa: E402
+from world_models.models.sampling import unroll  # noqa: E402
+from world_models.models.scheduled import (  # noqa: E402
+    scheduled_rollout,
+    stepwise_scheduled_rollout,
+)
 from world_models.models.world_model import WorldModel  # noqa: E402
 
 BATCH, STEPS, ROUNDS = 16, 6, 3
@@ -104,12 +109,14 @@ def flow_ss_scheduled_sampling() -> dict[str, float]:
     def teacher_forced():
         return model.objective(model(frames[:, :-1], actions)[0], frames[:, 1:])
 
-    def scheduled():
-        return model.objective(scheduled_rollout(model, frames, actions, 0.5, generator),
-                               frames[:, 1:])
+    def scheduled(rollout=scheduled_rollout):
+        return model.objective(rollout(model, frames, actions, 0.5, generator), frames[:, 1:])
 
-    return compare(model, {"teacher forcing": teacher_forced, "scheduled sampling": scheduled},
-                   BATCH * actions.shape[1])
+    def stepwise():
+        return scheduled(stepwise_scheduled_rollout)
+
+    return compare(model, {"teacher forcing": teacher_forced, "scheduled sampling": scheduled,
+                           "step by step": stepwise}, BATCH * actions.shape[1])
 
 
 def main() -> dict[str, float]:
@@ -126,8 +133,9 @@ def main() -> dict[str, float]:
     ratio_ss = flow["scheduled sampling"] / flow["teacher forcing"]
     print(f"(b) experiment=flow_ss, 10-frame windows: teacher forcing "
           f"{flow['teacher forcing']:,.0f} frames/s, scheduled sampling (p=0.5) "
-          f"{flow['scheduled sampling']:,.0f}: ratio scheduled sampling / teacher forcing "
-          f"**{ratio_ss:.2f}x**")
+          f"{flow['scheduled sampling']:,.0f} (step by step {flow['step by step']:,.0f}, "
+          f"{flow['step by step'] / flow['teacher forcing']:.2f}x): ratio scheduled sampling / "
+          f"teacher forcing **{ratio_ss:.2f}x**")
     return {"open_loop/teacher_forcing": ratio_ol, "scheduled_sampling/teacher_forcing": ratio_ss}
 
 
