@@ -6,6 +6,7 @@ steps. The schedules and the rollout at p = 1 and 0: test_model_options.py."""
 import pytest
 import torch
 
+from world_models.models.cores import CORES
 from world_models.models.latent import mean_kl
 from world_models.models.scheduled import scheduled_rollout, stepwise_scheduled_rollout
 from world_models.models.world_model import WorldModel
@@ -67,7 +68,15 @@ def loss_and_grads(rollout, model, prob, seed=0):
 ], ids=["flow", "flow-p0", "flow-p0.9", "flow-p1", "scratch", "gru-conv", "transformer",
         "fade-ssim", "latent", "latent-p1"])
 def test_two_passes_equal_the_stepwise_rollout(options, prob):
-    model = make_model(**options)
+    assert_two_passes_equal_stepwise(make_model(**options), prob)
+
+
+@pytest.mark.parametrize("core", sorted(CORES))
+def test_every_core_takes_two_passes_as_step_by_step(core):
+    assert_two_passes_equal_stepwise(make_model(core=core, warp="flow"), 0.5)
+
+
+def assert_two_passes_equal_stepwise(model, prob):
     new = loss_and_grads(scheduled_rollout, model, prob)
     old = loss_and_grads(stepwise_scheduled_rollout, model, prob)
     torch.testing.assert_close(new[0], old[0], **TOL)
