@@ -109,3 +109,24 @@ def test_pass_one_records_no_kl():
                           noise=generator)
     assert [kl.shape for kl in kl_terms] == [actions.shape[:2]]
     assert kl_terms[0].requires_grad
+
+
+@pytest.mark.slow  # compiling takes up to ~30 s of CPU here
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_compiled_model_takes_the_two_passes_as_the_eager_one():
+    """Pass 1 paints a different number of sequences at each step: the compiled half must
+    follow (recompiling for a dynamic batch), giving the eager model's predictions."""
+    from tests.test_compile import compile_fails
+
+    reason = compile_fails()
+    if reason:
+        pytest.skip(f"torch.compile cannot work here ({reason})")
+    options = {"warp": "flow", "fade": True, "own_steps_input": True}
+    eager, compiled = make_model(**options), make_model(**options, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    frames, actions = make_batch()
+    for seed in range(3):
+        expected, got = (scheduled_rollout(model, frames, actions, 0.5,
+                                           torch.Generator().manual_seed(seed))
+                         for model in (eager, compiled))
+        torch.testing.assert_close(got, expected, **TOL)

@@ -117,7 +117,7 @@ def standard_normal(noise, shape: torch.Size, dtype: torch.dtype) -> Tensor:
 
 class RecordedNoise:
     """Draws from `noise` (a generator or noise object), kept in order: a pass without
-    gradients records what a second pass over the same steps replays (sampling.py)."""
+    gradients records what a second pass over the same steps replays (models/scheduled.py)."""
 
     def __init__(self, noise) -> None:
         self.noise, self.draws = noise, []

@@ -26,7 +26,8 @@ from world_models.models.sampling import latent_step
 
 def scheduled_rollout(model: nn.Module, frames: Tensor, actions: Tensor, prob: float,
                       generator: torch.Generator | None = None, **latent) -> Tensor:
-    """Predict frames 1..T of frames [B, T+1, 3, H, W] under actions [B, T, A].
+    """Predict frames 1..T of frames [B, T+1, 3, H, W] under actions [B, T, A] with ``model``,
+    a WorldModel (pass 1 calls its two halves, ``advance`` and ``paint``).
 
     Frame 0 is always the true one; from step 1 on each sequence draws (from ``generator``, on
     the CPU, one torch.rand(B) per step) whether to see the true frame t (probability ``prob``)
