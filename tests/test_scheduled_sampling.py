@@ -99,6 +99,21 @@ def test_the_draws_decide_what_is_fed_back():
                                rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("targets", [True, False], ids=["posterior", "prior-mean"])
+def test_a_latent_without_a_generator_rolls_out_as_step_by_step(targets):
+    """No generator for the latent: its posterior draws from the global one (not recorded, so
+    step by step), or without targets z is the prior's mean (no draws: two passes)."""
+    model = make_model(latent="gaussian", latent_size=4)
+    frames, actions = make_batch()
+    latent = {"targets": frames[:, 1:]} if targets else {}
+    outputs = []
+    for rollout in (scheduled_rollout, stepwise_scheduled_rollout):
+        torch.manual_seed(3)
+        outputs.append(rollout(model, frames, actions, 0.5, torch.Generator().manual_seed(0),
+                               **latent))
+    torch.testing.assert_close(outputs[0], outputs[1], **TOL)
+
+
 def test_pass_one_records_no_kl():
     """The latent's KL is the batched pass's alone: one [B, T] term with gradients."""
     model = make_model(latent="gaussian", latent_size=4)

@@ -35,11 +35,15 @@ def scheduled_rollout(model: nn.Module, frames: Tensor, actions: Tensor, prob: f
     [B, T, 3, H, W], unclamped, with gradients: through the core's state across steps, but not
     through the fed-back frames. ``latent``: targets and noise for a model with a latent, as
     for sampling.unroll; its noise is drawn in pass 1, between the steps' draws as step by
-    step, and replayed in pass 2.
+    step, and replayed in pass 2 (without a generator to draw from, step by step throughout).
     """
     B, T = actions.shape[:2]
+    has_latent = getattr(model, "latent", None) is not None
+    if has_latent and latent.get("noise") is None and latent.get("targets") is not None:
+        # a posterior drawn from the global generator: nothing to record it from
+        return stepwise_scheduled_rollout(model, frames, actions, prob, generator, **latent)
     gates = RecordedGates() if hasattr(getattr(model, "core", None), "recur") else None
-    if getattr(model, "latent", None) is not None:  # it draws between the steps' draws
+    if has_latent and latent.get("noise") is not None:  # it draws between the steps' draws
         use_true, fed_back, latent = _fed_back_with_latent(model, frames, actions, prob,
                                                            generator, latent, gates)
     else:
