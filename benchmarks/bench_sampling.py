@@ -10,7 +10,8 @@ seeded random uint8 windows held in memory, so only the model is timed:
       `make train` trains it;
   (b) experiment=flow_ss (the default before open-loop training) on its 10-frame windows: the
       teacher-forced step against the scheduled-sampling step, the true frame fed with
-      probability 0.5 (halfway through its decay).
+      probability 0.5 (halfway through its decay): models/scheduled.py's two passes, and the
+      step-by-step rollout they replaced (the same loss and gradients).
 
 Frames/s = batch x predicted frames per window per step, from the median CPU time of this
 thread per step (other processes on a shared machine do not count), one thread; the steps of
@@ -31,10 +32,15 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from world_models.data.windows import float_batch  # noqa: E402
-from world_models.models.sampling import scheduled_rollout, unroll  # noqa: E402
+from world_models.models.sampling import unroll  # noqa: E402
+from world_models.models.scheduled import (  # noqa: E402
+    scheduled_rollout,
+    stepwise_scheduled_rollout,
+)
 from world_models.models.world_model import WorldModel  # noqa: E402
 
 BATCH, STEPS, ROUNDS = 16, 6, 3
+SS_ROUNDS = 10  # (b)'s steps are short: more of them, for a steadier median under load
 
 
 def model_of(*overrides: str):
@@ -65,13 +71,13 @@ def cpu_seconds(model, optimizer, loss_of) -> float:
     return time.thread_time() - started
 
 
-def compare(model, losses: dict, frames_per_step: int) -> dict[str, float]:
+def compare(model, losses: dict, frames_per_step: int, rounds: int = ROUNDS) -> dict[str, float]:
     """Frames/s of each loss's training step, interleaved step by step."""
     optimizer = model.configure_optimizers()
     times = {name: [] for name in losses}
     for loss_of in losses.values():  # warm-up
         cpu_seconds(model, optimizer, loss_of)
-    for _ in range(ROUNDS * STEPS):
+    for _ in range(rounds * STEPS):
         for name, loss_of in losses.items():
             times[name].append(cpu_seconds(model, optimizer, loss_of))
     return {name: frames_per_step / statistics.median(t) for name, t in times.items()}
@@ -104,12 +110,14 @@ def flow_ss_scheduled_sampling() -> dict[str, float]:
     def teacher_forced():
         return model.objective(model(frames[:, :-1], actions)[0], frames[:, 1:])
 
-    def scheduled():
-        return model.objective(scheduled_rollout(model, frames, actions, 0.5, generator),
-                               frames[:, 1:])
+    def scheduled(rollout=scheduled_rollout):
+        return model.objective(rollout(model, frames, actions, 0.5, generator), frames[:, 1:])
 
-    return compare(model, {"teacher forcing": teacher_forced, "scheduled sampling": scheduled},
-                   BATCH * actions.shape[1])
+    def stepwise():
+        return scheduled(stepwise_scheduled_rollout)
+
+    return compare(model, {"teacher forcing": teacher_forced, "scheduled sampling": scheduled,
+                           "step by step": stepwise}, BATCH * actions.shape[1], SS_ROUNDS)
 
 
 def main() -> dict[str, float]:
@@ -126,8 +134,9 @@ def main() -> dict[str, float]:
     ratio_ss = flow["scheduled sampling"] / flow["teacher forcing"]
     print(f"(b) experiment=flow_ss, 10-frame windows: teacher forcing "
           f"{flow['teacher forcing']:,.0f} frames/s, scheduled sampling (p=0.5) "
-          f"{flow['scheduled sampling']:,.0f}: ratio scheduled sampling / teacher forcing "
-          f"**{ratio_ss:.2f}x**")
+          f"{flow['scheduled sampling']:,.0f} (step by step {flow['step by step']:,.0f}, "
+          f"{flow['step by step'] / flow['teacher forcing']:.2f}x): ratio scheduled sampling / "
+          f"teacher forcing **{ratio_ss:.2f}x**")
     return {"open_loop/teacher_forcing": ratio_ol, "scheduled_sampling/teacher_forcing": ratio_ss}
 
 

@@ -14,10 +14,10 @@ from world_models.errors import UserError
 from world_models.models.cores import CausalTransformer, build_core
 from world_models.models.frames import build_frame_codec
 from world_models.models.sampling import (
-    scheduled_rollout,
     true_frame_probability,
     with_decay_steps,
 )
+from world_models.models.scheduled import scheduled_rollout
 from world_models.models.warps import build_warp
 from world_models.models.world_model import WorldModel
 

@@ -5,6 +5,8 @@ Every core is built as ``core = build_core(name, input_size=I, hidden_size=H)`` 
     y, state = core(x, state=None)  # x [B, T, I] -> y [B, T, H]
 
 Calling it on a window in one go, or on its halves passing ``state`` along, gives the same y.
+The LSTMs also come in two parts, ``core.recur(core.input_gates(x), state)``: the input
+projection of every step, then the loop.
 The state is a tuple of tensors whose meaning belongs to the core: callers only pass it back,
 or detach each tensor. LSTMs: (h, c), each [1, B, H]; GRU: (h,); transformer: (past,), the
 projected inputs of the last max_context - 1 steps [B, P, H].
@@ -48,6 +50,18 @@ class BuiltinLSTM(nn.LSTM):
         finally:
             torch.backends.mkldnn.enabled = enabled
 
+    # The same function in two parts, as ScratchLSTM computes it (the same parameters):
+    # scheduled sampling (models/scheduled.py) reuses the input part of a pass without
+    # gradients in the pass with them.
+    def input_gates(self, x: Tensor) -> Tensor:
+        return ScratchLSTM.input_gates(self, x)
+
+    def input_affine(self) -> tuple[Tensor, Tensor]:
+        return ScratchLSTM.input_affine(self)
+
+    def recur(self, x_gates: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        return ScratchLSTM.recur(self, x_gates, state)
+
 
 class ScratchLSTM(nn.Module):
     """A one-layer LSTM written from its gate equations, with the built-in's parameters.
@@ -88,16 +102,28 @@ class ScratchLSTM(nn.Module):
             nn.init.uniform_(p, -bound, bound)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        B, T, _ = x.shape
+        return self.recur(self.input_gates(x), state)
+
+    def input_gates(self, x: Tensor) -> Tensor:
+        """The input part of the gates of every time step at once (one matmul, both biases
+        folded in): x [B, T, I] -> [B, T, 4H]. It does not depend on h."""
+        weight, bias = self.input_affine()
+        return x @ weight.T + bias
+
+    def input_affine(self) -> tuple[Tensor, Tensor]:
+        """input_gates' weight [4H, I] and bias [4H]."""
+        return self.weight_ih_l0, self.bias_ih_l0 + self.bias_hh_l0
+
+    def recur(self, x_gates: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """The loop over x_gates [B, T, 4H]: the small hidden matmul and the element-wise gate
+        math of each step."""
+        B, T, _ = x_gates.shape
         H = self.hidden_size
         if state is None:
-            h = x.new_zeros(B, H)  # [B, H]
-            c = x.new_zeros(B, H)  # [B, H]
+            h = x_gates.new_zeros(B, H)  # [B, H]
+            c = x_gates.new_zeros(B, H)  # [B, H]
         else:
             h, c = state[0][0], state[1][0]  # [1, B, H] -> [B, H]
-
-        # Input projection of every time step at once (one matmul, both biases folded in).
-        x_gates = x @ self.weight_ih_l0.T + (self.bias_ih_l0 + self.bias_hh_l0)  # [B, T, 4H]
         w_hh_t = self.weight_hh_l0.T  # [H, 4H]
 
         outputs = []

@@ -22,7 +22,7 @@ mean, so teacher forcing, val/loss and the default rollout stay deterministic.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,15 @@ class GaussianLatent(nn.Module):
         return Normal(mean, F.softplus(raw_std) + MIN_STD)
 
     @contextmanager
+    def paused(self):
+        """Record no KL inside the block (a pass whose draws are replayed with gradients)."""
+        kl, self._kl = self._kl, None
+        try:
+            yield
+        finally:
+            self._kl = kl
+
+    @contextmanager
     def recording(self):
         """Collect KL(q || p) [B, T] of every posterior draw inside the block, into a list."""
         self._kl = []
@@ -94,12 +103,45 @@ def _gaussian_head(input_size: int, hidden_size: int, latent_size: int) -> nn.Mo
 def _draw(normal: Normal, noise: torch.Generator | PersistentNoise | None) -> Tensor:
     """mean + std * eps with eps from `noise` on the CPU (the global generator if None), so
     that a seeded rollout or a resumed run draws the same numbers on any device."""
-    shape, dtype = normal.mean.shape, normal.mean.dtype
-    if isinstance(noise, PersistentNoise):
-        eps = noise.standard_normal(shape, dtype)
-    else:
-        eps = torch.randn(shape, generator=noise, dtype=dtype)
+    eps = standard_normal(noise, normal.mean.shape, normal.mean.dtype)
     return normal.mean + normal.stddev * eps.to(normal.mean.device)
+
+
+def standard_normal(noise, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """Standard normal draws [shape] on the CPU from a generator (the global one if None), or
+    from a noise object's own standard_normal (PersistentNoise, RecordedNoise, ReplayedNoise)."""
+    if noise is None or isinstance(noise, torch.Generator):
+        return torch.randn(shape, generator=noise, dtype=dtype)
+    return noise.standard_normal(shape, dtype)
+
+
+class RecordedNoise:
+    """Draws from `noise` (a generator or noise object), kept in order: a pass without
+    gradients records what a second pass over the same steps replays (models/scheduled.py)."""
+
+    def __init__(self, noise) -> None:
+        self.noise, self.draws = noise, []
+
+    def standard_normal(self, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+        self.draws.append(standard_normal(self.noise, shape, dtype))  # [B, T, Z]
+        return self.draws[-1]
+
+    def replay(self) -> ReplayedNoise | None:
+        """The draws for one call over the same steps; None if there were none (z was the
+        prior's mean)."""
+        return ReplayedNoise(torch.cat(self.draws, dim=1)) if self.draws else None
+
+
+class ReplayedNoise:
+    """The recorded draws of every step at once, [B, T, Z], for one call over those steps."""
+
+    def __init__(self, eps: Tensor) -> None:
+        self.eps = eps
+
+    def standard_normal(self, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+        if tuple(shape) != tuple(self.eps.shape):
+            raise ValueError(f"replayed noise is {tuple(self.eps.shape)}, asked {tuple(shape)}")
+        return self.eps.to(dtype)
 
 
 class PersistentNoise:
@@ -126,6 +168,11 @@ class PersistentNoise:
             self._last = self.rho * self._last + (1 - self.rho**2) ** 0.5 * fresh[:, t : t + 1]
             steps.append(self._last)
         return torch.cat(steps, dim=1)
+
+
+def not_recording(latent: GaussianLatent | None):
+    """latent.paused(), or nothing for a model without a latent."""
+    return nullcontext() if latent is None else latent.paused()
 
 
 def mean_kl(kl_terms: list[Tensor]) -> Tensor:

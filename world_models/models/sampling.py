@@ -6,9 +6,9 @@ Two ways, both with gradients:
   predictions (Chiappa et al. 2017 train on such stretches). rollout.autoregressive is this
   function without gradients.
 - Scheduled sampling (Bengio et al. 2015): ``true_frame_probability(schedule, step)`` is the
-  probability of feeding the true frame at a global step; ``scheduled_rollout`` runs a window
-  step by step and, per sequence and step, feeds the true frame with that probability and the
-  model's previous prediction otherwise.
+  probability of feeding the true frame at a global step; ``scheduled_rollout``
+  (models/scheduled.py) runs a window that, per sequence and step, feeds the true frame with
+  that probability and the model's previous prediction otherwise.
 
 ``own_steps_features`` is what a model told of its own steps (``model.own_steps_input``) reads;
 ``check_open_loop`` and ``check_schedule`` refuse settings that cannot work, naming the key.
@@ -87,33 +87,6 @@ def with_decay_steps(schedule: Mapping, total_steps: int) -> dict:
     if schedule.get("decay_steps") is None and schedule.get("decay") is not None:
         schedule["decay_steps"] = max(1, round(schedule["decay"] * total_steps))
     return schedule
-
-
-def scheduled_rollout(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,
-                      prob: float, generator: torch.Generator | None = None,
-                      **latent) -> torch.Tensor:
-    """Predict frames 1..T of frames [B, T+1, 3, H, W] under actions [B, T, A], step by step.
-
-    Frame 0 is always the true one; from step 1 on each sequence draws (from ``generator``, on
-    the CPU) whether to see the true frame t (probability ``prob``) or its own prediction of
-    it, clamped to [0, 1] as in rollout.autoregressive. Returns [B, T, 3, H, W], unclamped, with
-    gradients: through the core's state across steps, but not through the fed-back frames.
-    ``latent``: targets and noise for a model with a latent, as for ``unroll``.
-    """
-    B, T = actions.shape[:2]
-    frame, state, predictions = frames[:, :1], None, []  # [B, 1, 3, H, W]
-    for t in range(T):
-        if t > 0:
-            use_true = torch.rand(B, generator=generator) < prob  # [B], one draw per sequence
-            # Detached, as is common: the prediction is fed back as an input the model must
-            # cope with, not as a path for gradients, which keeps the step cheap.
-            own = predictions[-1].detach().clamp(0.0, 1.0)  # [B, 1, 3, H, W]
-            frame = torch.where(use_true.to(frames.device).view(B, 1, 1, 1, 1),
-                                frames[:, t : t + 1], own)
-        next_frame, state = model(frame, actions[:, t : t + 1], state,
-                                  **latent_step(latent, t, t + 1))
-        predictions.append(next_frame)
-    return torch.cat(predictions, dim=1)  # [B, T, 3, H, W]
 
 
 def unroll(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor, context: int = 1,

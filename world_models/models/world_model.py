@@ -21,11 +21,11 @@ from world_models.models.sampling import (
     OWN_STEP_FEATURES,
     open_loop_horizon,
     own_steps_features,
-    scheduled_rollout,
     true_frame_probability,
     unroll,
     with_decay_steps,
 )
+from world_models.models.scheduled import scheduled_rollout
 from world_models.models.warps import Fade, KeepGate, build_warp, fade_param_groups
 
 SSIM_STRIDE = 4
@@ -67,23 +67,36 @@ class WorldModel(L.LightningModule):
         self.automatic_optimization = s.protocol == "bptt"
         self._rng, self._rng_state = None, None  # see training_generator()
         self._schedule = None  # see scheduled_sampling()
-        for half in ("_core_inputs", "_next_frames") if s.compile else ():  # see _core_inputs
+        for half in ("_core_inputs", "paint") if s.compile else ():  # see _core_inputs
             setattr(self, half, torch.compile(getattr(self, half)))
 
     def forward(self, frames, actions, state=None, own_steps: int = 0, targets=None,
-                noise: torch.Generator | None = None):
+                noise: torch.Generator | None = None, gates=None):
         """frames [B, T, 3, H, W], actions [B, T, A] -> next frames [B, T, 3, H, W], state.
 
         own_steps: how many steps the model has been feeding on its own predictions when it
         sees these frames (0: true frames); read with model.own_steps_input, else ignored.
         targets, noise: the true next frames and a generator, which a latent draws z with.
+        gates: runs an LSTM core in place of core(x, state), to record or reuse its input
+        gates (scheduled sampling's two passes, models/scheduled.py).
         """
-        clock = own_steps_features(own_steps, actions) if self.counts_own_steps else None
-        features, state = self.core(self._core_inputs(frames, actions, clock), state)
+        clock = self.clock(own_steps, actions)
+        features, state = self.advance(frames, actions, state, clock, targets, noise, gates)
+        return self.paint(features, frames, clock), state
+
+    def clock(self, own_steps: int, actions) -> torch.Tensor | None:
+        """What the model reads of its own steps, [B, T, 2], or None if it reads nothing."""
+        return own_steps_features(own_steps, actions) if self.counts_own_steps else None
+
+    def advance(self, frames, actions, state, clock, targets=None, noise=None, gates=None):
+        """The first half of forward: the features [B, T, hidden] paint reads, and the state."""
+        core_inputs = self._core_inputs(frames, actions, clock)
+        features, state = (self.core(core_inputs, state) if gates is None
+                           else gates.run(self.core, core_inputs, state))
         if self.latent is not None:
             encoded = None if targets is None else self.encoder(targets)  # [B, T, F]
             features = self.latent(features, encoded, noise)
-        return self._next_frames(features, frames, clock), state
+        return features, state
 
     # model.compile compiles these two halves of a step; the core (nn.LSTM's fused kernel) and
     # the latent (it draws from a generator) stay eager. The own-steps count comes as a tensor,
@@ -92,7 +105,9 @@ class WorldModel(L.LightningModule):
         parts = [self.encoder(frames), actions]  # [B, T, F], [B, T, A]
         return torch.cat([*parts, clock] if self.hparams.get("own_steps_input") else parts, -1)
 
-    def _next_frames(self, features, frames, clock):  # features [B, T, hidden]
+    def paint(self, features, frames, clock):  # features [B, T, hidden]
+        """The second half of forward: the next frames [B, T, 3, H, W] from the features and
+        the frames [B, T, 3, H, W] the model was given."""
         next_frames = self.decoder(features)  # [B, T, 3, H, W]
         # The change is added to the frame the model was given (noisy, in training), warped.
         if self.warp is not None or self.hparams.residual:
