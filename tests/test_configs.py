@@ -39,12 +39,12 @@ def test_a_run_with_every_option(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    # the open-loop study's winner: the fade, trained on its own rollouts of 50 steps
-    ([], ("builtin", "flow", True, "bptt", "none", 50, 51, 8)),
+    # the open-loop study's winner: the fade, trained on its own rollouts of 150 steps
+    ([], ("builtin", "flow", True, "bptt", "none", 150, 151, 14)),
     (["experiment=task1"], ("builtin", "none", False, "per_step", "none", 0, None, 50)),
     (["experiment=task2"], ("scratch", "none", False, "per_step", "none", 0, None, 50)),
     (["experiment=flow_ss"], ("builtin", "flow", False, "bptt", "linear", 0, None, 30)),
-    (["model=scratch"], ("scratch", "none", False, "bptt", "none", 50, 51, 8)),
+    (["model=scratch"], ("scratch", "none", False, "bptt", "none", 150, 151, 14)),
 ])
 def test_default_config_is_the_winner_and_the_course_setups_stay(overrides, expected):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):

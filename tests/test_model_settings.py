@@ -47,7 +47,7 @@ def test_settings_from_the_config_hold_what_the_model_takes_from_train():
     cfg = compose_config("train", "model.hidden_size=16", "train.input_noise=0.01")
     settings = ModelSettings.from_config(cfg, frame_shape=[3, 32, 32])
     assert settings.hidden_size == 16 and settings.input_noise == 0.01
-    assert settings.frame_shape == (3, 32, 32) and settings.open_loop["horizon"] == 50
+    assert settings.frame_shape == (3, 32, 32) and settings.open_loop["horizon"] == 150
     model = WorldModel(settings)
     assert model.settings is settings and dict(model.hparams) == settings.as_dict()
     with pytest.raises(TypeError, match="not both"):
