@@ -90,3 +90,9 @@ def test_the_page_names_each_dataset_its_variants_were_evaluated_on(tmp_path):
     assert studies.data_dirs(runs) == "`d`"
     runs["c"][0]["summary"]["data"]["dir"] = "mix"
     assert studies.data_dirs(runs) == "`d` (a, b); `mix` (c)"
+
+
+def test_every_variant_of_a_long_study_has_its_own_line_style():
+    from world_models.plots import variant_line
+    styles = [tuple(variant_line(i).values()) for i in range(20)]
+    assert len(set(styles)) == 20

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from world_models import runs as run_files  # noqa: E402
 from world_models.models.sampling import with_decay_steps  # noqa: E402
+from world_models.plots import variant_line  # noqa: E402
 from world_models.report import fmt, machine  # noqa: E402
 
 AR_STEPS = (10, 50, 150)
@@ -134,7 +135,7 @@ def plot(path: Path, runs: dict[str, list[dict]]) -> None:
         curves = [r["curves"]["autoregressive"] for r in seeds]
         steps = min(len(c) for c in curves)
         mean = np.mean([c[:steps] for c in curves], axis=0)
-        ax.plot(np.arange(1, steps + 1), mean, color=f"C{colour % 10}", label=name)
+        ax.plot(np.arange(1, steps + 1), mean, label=name, **variant_line(colour))
     first = next(iter(runs.values()))[0]["curves"]
     for (strategy, label), style in zip(BASELINES.items(), ("--", ":"), strict=True):
         curve = first[strategy]

@@ -44,6 +44,12 @@ def error_image(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(colours).float().permute(0, 3, 1, 2)
 
 
+def variant_line(index: int) -> dict:
+    """Matplotlib's ten colours, then again dash-dotted: the style of a study's index-th
+    variant, so that the eleventh is not drawn as the first."""
+    return {"color": f"C{index % 10}", "ls": ("-", "-.")[index // 10 % 2]}
+
+
 def font(size: int = 14) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 

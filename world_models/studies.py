@@ -27,6 +27,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from world_models.errors import UserError  # noqa: E402
 from world_models.metrics import step_ranges  # noqa: E402
+from world_models.plots import variant_line  # noqa: E402
 from world_models.report import fmt, machine  # noqa: E402
 
 STUDY_DIR = Path(__file__).resolve().parents[1] / "conf" / "study"
@@ -183,7 +184,7 @@ def plot_metrics(path: Path, runs: dict[str, list[dict]]) -> None:
                                strict=True):
         for colour, (name, seeds) in enumerate(runs.items()):
             curve = mean_curves(seeds, metric)["autoregressive"]
-            ax.plot(np.arange(1, len(curve) + 1), curve, color=f"C{colour % 10}", label=name)
+            ax.plot(np.arange(1, len(curve) + 1), curve, label=name, **variant_line(colour))
         for strategy, style, label in (("copy_last", "--", "copy first frame"),
                                        ("mean_frame", ":", "mean frame")):
             curve = mean_curves(first, metric)[strategy]
