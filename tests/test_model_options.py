@@ -6,6 +6,8 @@ The contract every core honours (shapes, state passing, learning) is in test_cor
 """
 
 
+import math
+
 import pytest
 import torch
 
@@ -130,6 +132,16 @@ def test_l1_weight_adds_the_mean_absolute_error():
     torch.testing.assert_close(model.window_loss(batch), mse)  # val/test stay plain MSE
 
 
+def test_log_mse_weight_adds_minus_a_tenth_of_the_frames_mean_psnr():
+    model = make_model(log_mse_weight=0.01)
+    truth = torch.full((2, 3, 3, 8, 8), 0.5)  # [B, T, 3, H, W]
+    pred = truth.clone()
+    pred[0] += 0.1  # MSE 1e-2: 20 dB; every frame of sequence 1 is exact: capped at 58.9 dB
+    psnr = torch.tensor([20.0] * 3 + [10 * math.log10(12 * 255**2)] * 3)
+    extra = model.objective(pred, truth) - torch.nn.functional.mse_loss(pred, truth)
+    torch.testing.assert_close(extra, 0.01 * -psnr.mean() / 10, rtol=1e-3, atol=0)
+
+
 # -- warps: the next frame as the current one moved ----------------------------------------
 
 
@@ -240,6 +252,7 @@ BAD = [
     ({"core": "transformer", "hidden_size": 10}, "model.hidden_size"),
     ({"warp": "perspective"}, "model.warp"),
     ({"l1_weight": -0.1}, "model.l1_weight"),
+    ({"log_mse_weight": -1.0}, "model.log_mse_weight"),
     ({"input_noise": -0.01}, "train.input_noise"),
     ({"scheduled_sampling": {**LINEAR, "schedule": "cosine"}}, "train.scheduled_sampling.schedule"),
     ({"scheduled_sampling": {**LINEAR, "start": 1.5}}, "train.scheduled_sampling.start"),

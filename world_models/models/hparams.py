@@ -32,6 +32,7 @@ class ModelSettings:
     gate: bool = False
     open_loop: dict = field(default_factory=lambda: {"horizon": 0})  # train.open_loop
     ssim_weight: float = 0.0
+    log_mse_weight: float = 0.0
     own_steps_input: bool = False
     fill: bool = False
     fade: bool = False
@@ -127,6 +128,8 @@ def check_parts(s: ModelSettings) -> None:
         raise UserError(f"model.l1_weight: expected >= 0, got {s.l1_weight}")
     if not s.ssim_weight >= 0:
         raise UserError(f"model.ssim_weight: expected >= 0, got {s.ssim_weight}")
+    if not s.log_mse_weight >= 0:
+        raise UserError(f"model.log_mse_weight: expected >= 0, got {s.log_mse_weight}")
     if not s.fade_lr_scale > 0:
         raise UserError(f"model.fade_lr_scale: expected > 0, got {s.fade_lr_scale}")
     if s.fade_frame not in Fade.FRAMES:

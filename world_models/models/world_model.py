@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from world_models.errors import UserError
+from world_models.metrics import QUANTISATION_MSE
 from world_models.models.cores import build_core
 from world_models.models.frames import build_frame_codec
 from world_models.models.hparams import ModelSettings
@@ -127,7 +128,8 @@ class WorldModel(L.LightningModule):
 
     def objective(self, next_frames_pred, next_frames) -> torch.Tensor:
         """The training loss: MSE, plus model.l1_weight times the mean absolute error, plus
-        model.ssim_weight times 1 - SSIM of every SSIM_STRIDE-th predicted frame."""
+        model.ssim_weight times 1 - SSIM of every SSIM_STRIDE-th predicted frame, plus
+        model.log_mse_weight times the mean log10 MSE of the frames (-PSNR / 10)."""
         loss = F.mse_loss(next_frames_pred, next_frames)
         if self.hparams.l1_weight:
             loss = loss + self.hparams.l1_weight * F.l1_loss(next_frames_pred, next_frames)
@@ -140,6 +142,12 @@ class WorldModel(L.LightningModule):
             true = next_frames[:, offset::SSIM_STRIDE].flatten(0, 1)
             if len(pred):
                 loss = loss + self.hparams.ssim_weight * (1 - fast_ssim(pred, true).mean())
+        if self.hparams.get("log_mse_weight"):
+            # Mean PSNR over episodes weighs each frame's error by 1 / its MSE: a still scene
+            # crept over by 1e-4 costs as much as a moving one missed by 1e-2. MSE does not.
+            per_frame = (next_frames_pred - next_frames).pow(2).flatten(2).mean(-1)  # [B, T]
+            floor = QUANTISATION_MSE  # PSNR's ceiling: no reward for being exacter than 8 bits
+            loss = loss + self.hparams.log_mse_weight * torch.log10(per_frame + floor).mean()
         return loss
 
     def noisy(self, frames) -> torch.Tensor:
