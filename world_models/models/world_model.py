@@ -143,8 +143,8 @@ class WorldModel(L.LightningModule):
             if len(pred):
                 loss = loss + self.hparams.ssim_weight * (1 - fast_ssim(pred, true).mean())
         if self.hparams.get("log_mse_weight"):
-            # Mean PSNR over episodes weighs each frame's error by 1 / its MSE: a still scene
-            # crept over by 1e-4 costs as much as a moving one missed by 1e-2. MSE does not.
+            # As mean PSNR does, weigh a frame's error by 1 / its MSE: a still scene's error
+            # growing 1e-5 -> 1e-4 costs what a moving one's 1e-2 -> 1e-1 does; MSE sees one.
             per_frame = (next_frames_pred - next_frames).pow(2).flatten(2).mean(-1)  # [B, T]
             floor = QUANTISATION_MSE  # PSNR's ceiling: no reward for being exacter than 8 bits
             loss = loss + self.hparams.log_mse_weight * torch.log10(per_frame + floor).mean()
