@@ -38,6 +38,7 @@ class ModelSettings:
     fade: bool = False
     fade_lr_scale: float = 1.0
     fade_frame: str = "learned"
+    still: bool = False
     latent: str = "none"
     latent_size: int = 16
     kl_weight: float = 1e-5

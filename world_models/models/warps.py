@@ -123,16 +123,37 @@ class Fade(nn.Module):
         return trust * picture + (1 - trust) * self.frame
 
 
+class StillGate(nn.Module):
+    """How much of its change the model makes to the frame it was given (``model.still``): one
+    number per frame, still = sigmoid(head(state)), and the prediction becomes
+    frame + still * (picture - frame). Where nothing moves (the car stands, the scene is the
+    same) it can learn to pass the frame on nearly exactly, warp and fade included, instead of
+    letting small flows and fades creep over a still picture; it starts at 0.99."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
+
+    def forward(self, hidden: Tensor, frames: Tensor, picture: Tensor) -> Tensor:
+        """hidden [B, T, Hd], frames and picture [B, T, 3, H, W] -> the gated picture."""
+        moving = torch.sigmoid(self.head(hidden))[..., None, None]  # [B, T, 1, 1, 1]
+        return frames + moving * (picture - frames)
+
+
 def fade_param_groups(model: nn.Module, lr: float, scale: float) -> list[dict]:
-    """The optimizer's parameter groups: the model's fade (if any) at scale x lr. At 3e-4, Adam
-    moves a logit about 3e-4 a step: from trusting (0.99) to the ~0.3 a 30-step rollout wants
-    is 5 units, 17,000 steps; model.fade_lr_scale lets the fade keep up."""
-    fade = getattr(model, "fade", None)
-    if fade is None:
+    """The optimizer's parameter groups: the model's fade and still gate (if any) at scale x
+    lr. At 3e-4, Adam moves a logit about 3e-4 a step: from trusting (0.99) to the ~0.3 a
+    30-step rollout wants is 5 units, 17,000 steps; model.fade_lr_scale lets the gates keep up."""
+    gates = [m for m in (getattr(model, "fade", None), getattr(model, "still", None))
+             if m is not None]
+    fast = {id(p) for gate in gates for p in gate.parameters()}
+    if not fast:
         return [{"params": list(model.parameters())}]
-    faded = {id(p) for p in fade.parameters()}
-    return [{"params": [p for p in model.parameters() if id(p) not in faded]},
-            {"params": [p for p in fade.parameters() if p.requires_grad], "lr": lr * scale}]
+    return [{"params": [p for p in model.parameters() if id(p) not in fast]},
+            {"params": [p for gate in gates for p in gate.parameters() if p.requires_grad],
+             "lr": lr * scale}]
 
 
 WARPS: dict[str, type[nn.Module] | None] = {"none": None, "affine": AffineWarp, "flow": FlowWarp}

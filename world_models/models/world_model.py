@@ -12,12 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from world_models.errors import UserError
-from world_models.metrics import QUANTISATION_MSE
 from world_models.models.cores import build_core
 from world_models.models.frames import build_frame_codec
 from world_models.models.hparams import ModelSettings
 from world_models.models.latent import GaussianLatent, kl_weight_now, mean_kl
-from world_models.models.losses import fast_ssim
+from world_models.models.losses import SSIM_STRIDE, objective
 from world_models.models.sampling import (
     OWN_STEP_FEATURES,
     open_loop_horizon,
@@ -27,9 +26,13 @@ from world_models.models.sampling import (
     with_decay_steps,
 )
 from world_models.models.scheduled import scheduled_rollout
-from world_models.models.warps import Fade, KeepGate, build_warp, fade_param_groups
-
-SSIM_STRIDE = 4
+from world_models.models.warps import (
+    Fade,
+    KeepGate,
+    StillGate,
+    build_warp,
+    fade_param_groups,
+)
 
 
 class NonFiniteLossError(UserError):
@@ -60,6 +63,7 @@ class WorldModel(L.LightningModule):
         self.gate = KeepGate(self.frame_shape, s.hidden_size, s.fill) if s.gate else None
         self.fade = (Fade(self.frame_shape, s.hidden_size, OWN_STEP_FEATURES,
                           learn_frame=s.fade_frame == "learned") if s.fade else None)
+        self.still = StillGate(s.hidden_size) if s.still else None
         self.latent = (GaussianLatent(s.hidden_size, self.encoder.output_size, s.latent_size)
                        if s.latent == "gaussian" else None)  # models/latent.py
         if s.residual or self.warp is not None:  # an untrained residual model copies the last
@@ -118,6 +122,8 @@ class WorldModel(L.LightningModule):
             next_frames = carried + next_frames
         if self.fade is not None:
             next_frames = self.fade(features, clock, next_frames)
+        if self.still is not None:
+            next_frames = self.still(features, frames, next_frames)
         return next_frames
 
     def window_loss(self, batch) -> torch.Tensor:
@@ -127,28 +133,11 @@ class WorldModel(L.LightningModule):
         return F.mse_loss(next_frames_pred, frames[:, 1:])
 
     def objective(self, next_frames_pred, next_frames) -> torch.Tensor:
-        """The training loss: MSE, plus model.l1_weight times the mean absolute error, plus
-        model.ssim_weight times 1 - SSIM of every SSIM_STRIDE-th predicted frame, plus
-        model.log_mse_weight times the mean log10 MSE of the frames (-PSNR / 10)."""
-        loss = F.mse_loss(next_frames_pred, next_frames)
-        if self.hparams.l1_weight:
-            loss = loss + self.hparams.l1_weight * F.l1_loss(next_frames_pred, next_frames)
-        if self.hparams.get("ssim_weight"):
-            # MSE barely notices a faint pattern painted over flat truth (the red and blue
-            # channels of grass and road are one flat value); SSIM's structure term does.
-            # A quarter of the steps, moving with the global step, keeps the term cheap.
-            offset = self.global_step % SSIM_STRIDE
-            pred = next_frames_pred[:, offset::SSIM_STRIDE].flatten(0, 1)  # [B*T', 3, H, W]
-            true = next_frames[:, offset::SSIM_STRIDE].flatten(0, 1)
-            if len(pred):
-                loss = loss + self.hparams.ssim_weight * (1 - fast_ssim(pred, true).mean())
-        if self.hparams.get("log_mse_weight"):
-            # As mean PSNR does, weigh a frame's error by 1 / its MSE: a still scene's error
-            # growing 1e-5 -> 1e-4 costs what a moving one's 1e-2 -> 1e-1 does; MSE sees one.
-            per_frame = (next_frames_pred - next_frames).pow(2).flatten(2).mean(-1)  # [B, T]
-            floor = QUANTISATION_MSE  # PSNR's ceiling: no reward for being exacter than 8 bits
-            loss = loss + self.hparams.log_mse_weight * torch.log10(per_frame + floor).mean()
-        return loss
+        """The training loss (models/losses.py: MSE plus model.l1_weight, model.ssim_weight
+        and model.log_mse_weight terms); the SSIM term's frames move with the global step."""
+        h = self.hparams
+        return objective(next_frames_pred, next_frames, h.l1_weight, h.get("ssim_weight", 0.0),
+                         h.get("log_mse_weight", 0.0), self.global_step % SSIM_STRIDE)
 
     def noisy(self, frames) -> torch.Tensor:
         """Input frames with train.input_noise Gaussian noise (training inputs only)."""
