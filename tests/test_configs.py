@@ -39,18 +39,20 @@ def test_a_run_with_every_option(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    # the open-loop study's winner: the fade, trained on its own rollouts of 150 steps
-    ([], ("builtin", "flow", True, "bptt", "none", 150, 151, 14)),
-    (["experiment=task1"], ("builtin", "none", False, "per_step", "none", 0, None, 50)),
-    (["experiment=task2"], ("scratch", "none", False, "per_step", "none", 0, None, 50)),
-    (["experiment=flow_ss"], ("builtin", "flow", False, "bptt", "linear", 0, None, 30)),
-    (["model=scratch"], ("scratch", "none", False, "bptt", "none", 150, 151, 14)),
+    # the open-loop study's winner: the fade and the still gate, trained on its own rollouts
+    # of 150 steps
+    ([], ("builtin", "flow", True, True, "bptt", "none", 150, 151, 14)),
+    (["experiment=task1"], ("builtin", "none", False, False, "per_step", "none", 0, None, 50)),
+    (["experiment=task2"], ("scratch", "none", False, False, "per_step", "none", 0, None, 50)),
+    (["experiment=flow_ss"], ("builtin", "flow", False, False, "bptt", "linear", 0, None, 30)),
+    (["model=scratch"], ("scratch", "none", False, False, "bptt", "none", 150, 151, 14)),
 ])
 def test_default_config_is_the_winner_and_the_course_setups_stay(overrides, expected):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     schedule = cfg.train.scheduled_sampling.schedule
-    got = (cfg.model.core, cfg.model.warp, cfg.model.fade, cfg.train.protocol, schedule,
+    got = (cfg.model.core, cfg.model.warp, cfg.model.fade, cfg.model.still,
+           cfg.train.protocol, schedule,
            cfg.train.open_loop.horizon, cfg.data.train_seq_len, cfg.trainer.max_epochs)
     assert got == expected
     check_config(cfg)  # and each is a valid setting
