@@ -15,6 +15,7 @@ from tests.helpers import ROOT, compose_config, run_cli, write_counting_dataset
 from world_models import evaluation, plots
 from world_models.errors import UserError
 from world_models.evaluation import STRATEGIES
+from world_models.evaluation_lines import format_worse
 from world_models.metrics import METRICS, copy_last_prediction, per_step_metrics, per_step_table
 from world_models.models.world_model import WorldModel
 from world_models.rollout import autoregressive, teacher_forcing
@@ -168,6 +169,18 @@ def test_evaluate_writes_every_artifact(trained, capsys):
     assert "autoregressive: " in printed
     # One test episode: no other episode's actions to swap in.
     assert "action sensitivity: not measured" in printed
+
+
+def test_the_worse_line_names_the_metrics_that_never_lose_and_where_the_others_do():
+    worse = {"mse": {"copy_last": [], "mean_frame": []},
+             "psnr": {"copy_last": [], "mean_frame": []},
+             "ssim": {"mean_frame": [4]}, "road_iou": {"copy_last": [3, 4, 5, 9]}}
+    assert format_worse(worse, 150) == (
+        "autoregressive: never worse than copy-last or the mean frame over 150 steps in mse, "
+        "psnr; worse in ssim than mean_frame at 1 steps (4); road_iou than copy_last at 4 steps "
+        "(3-5, 9)")
+    assert format_worse({"mse": {"copy_last": [1, 2]}}, 20) == (
+        "autoregressive: worse in mse than copy_last at 2 steps (1-2)")
 
 
 BAD_INPUTS = {  # case -> the key the one-line message must start with

@@ -7,17 +7,19 @@ STRATEGIES = ("teacher_forcing", "autoregressive", "copy_last", "mean_frame")
 SUMMARY_STEPS = (1, 10, 50, 150)  # the steps a summary quotes
 
 def format_worse(worse: dict, horizon: int) -> str:
-    """One line: where the rollout is worse than copying the first frame or the mean frame."""
-    parts = []
+    """One line: in which metrics the rollout is never worse than copying the first frame or
+    the mean frame over the horizon, and where it is, in the others."""
+    parts, never = [], []
     for metric, by_baseline in worse.items():
-        for baseline, steps in by_baseline.items():
-            if steps:
-                parts.append(f"{metric} than {baseline} at {len(steps)} steps "
-                             f"({step_ranges(steps)})")
-    if not parts:
-        return (f"autoregressive: never worse than copy-last or the mean frame over {horizon} "
-                f"steps ({', '.join(worse)})")
-    return "autoregressive: worse in " + "; ".join(parts)
+        bad = [(baseline, steps) for baseline, steps in by_baseline.items() if steps]
+        never += [] if bad else [metric]
+        parts += [f"{metric} than {baseline} at {len(steps)} steps ({step_ranges(steps)})"
+                  for baseline, steps in bad]
+    line = (f"never worse than copy-last or the mean frame over {horizon} steps in "
+            f"{', '.join(never)}" if never else "")
+    if parts:
+        line += ("; " if line else "") + "worse in " + "; ".join(parts)
+    return "autoregressive: " + line
 
 
 def format_sensitivity(entry: dict | None) -> str:
