@@ -3,11 +3,11 @@
 `python benchmarks/bench_sampling.py` times training steps (forward, loss, backward, Adam) on
 seeded random uint8 windows held in memory, so only the model is timed:
 
-  (a) the default model (model=imagine, train.open_loop as in train.yaml) on its 51-frame
-      windows: the teacher-forced step (the 50 next frames from the 50 true ones, one call)
-      against its open-loop step (1 true frame, then 49 steps on its own predictions, plus
-      train.open_loop.tf_weight times the teacher-forced loss), as the second half of
-      `make train` trains it;
+  (a) the default model (model=imagine, train.open_loop as in train.yaml) on its windows
+      (data.train_seq_len, 151 frames): the teacher-forced step (the 150 next frames from the
+      150 true ones, one call) against its open-loop step (1 true frame, then 149 steps on its
+      own predictions, plus train.open_loop.tf_weight times the teacher-forced loss), as the
+      second half of `make train` trains it;
   (b) experiment=flow_ss (the default before open-loop training) on its 10-frame windows: the
       teacher-forced step against the scheduled-sampling step, the true frame fed with
       probability 0.5 (halfway through its decay): models/scheduled.py's two passes, and the
@@ -97,8 +97,9 @@ def default_model_open_loop() -> dict[str, float]:
         predicted = unroll(model, frames, actions, context=context)
         return model.objective(predicted, frames[:, 1:]) + tf_weight * teacher_forced()
 
-    return compare(model, {"teacher forcing": teacher_forced, "open loop": open_loop},
-                   BATCH * actions.shape[1])
+    figures = compare(model, {"teacher forcing": teacher_forced, "open loop": open_loop},
+                      BATCH * actions.shape[1])
+    return {**figures, "window": frames.shape[1], "own steps": actions.shape[1] - context}
 
 
 def flow_ss_scheduled_sampling() -> dict[str, float]:
@@ -126,8 +127,9 @@ def main() -> dict[str, float]:
           f"load average {os.getloadavg()[0]:.1f}")
     default = default_model_open_loop()
     ratio_ol = default["open loop"] / default["teacher forcing"]
-    print(f"(a) default model, 51-frame windows: teacher forcing "
-          f"{default['teacher forcing']:,.0f} frames/s, open loop (49 own steps + the "
+    print(f"(a) default model, {default['window']}-frame windows: teacher forcing "
+          f"{default['teacher forcing']:,.0f} frames/s, open loop ({default['own steps']} own "
+          f"steps + the "
           f"teacher-forced term) {default['open loop']:,.0f}: ratio open loop / teacher forcing "
           f"**{ratio_ol:.2f}x**")
     flow = flow_ss_scheduled_sampling()
