@@ -129,9 +129,8 @@ def main() -> dict[str, float]:
     ratio_ol = default["open loop"] / default["teacher forcing"]
     print(f"(a) default model, {default['window']}-frame windows: teacher forcing "
           f"{default['teacher forcing']:,.0f} frames/s, open loop ({default['own steps']} own "
-          f"steps + the "
-          f"teacher-forced term) {default['open loop']:,.0f}: ratio open loop / teacher forcing "
-          f"**{ratio_ol:.2f}x**")
+          f"steps + the teacher-forced term) {default['open loop']:,.0f}: ratio open loop / "
+          f"teacher forcing **{ratio_ol:.2f}x**")
     flow = flow_ss_scheduled_sampling()
     ratio_ss = flow["scheduled sampling"] / flow["teacher forcing"]
     print(f"(b) experiment=flow_ss, 10-frame windows: teacher forcing "

@@ -26,7 +26,7 @@ class LateAverage(WeightAveraging):
         if not 0 <= start <= 1:
             raise UserError(f"callbacks.ema.start: expected a fraction of the run in [0, 1], "
                             f"got {start}")
-        super().__init__(avg_fn=self._blend)
+        super().__init__(multi_avg_fn=self._blend)
         self.decay, self.start = float(decay), float(start)
         self._trainer = None
         self._keep = 0.0  # the average's share of itself at the next update
@@ -42,5 +42,7 @@ class LateAverage(WeightAveraging):
         self._keep = self.decay if averaging else 0.0
         return True
 
-    def _blend(self, average: torch.Tensor, weights: torch.Tensor, count) -> torch.Tensor:
-        return self._keep * average + (1 - self._keep) * weights
+    def _blend(self, averages: list[torch.Tensor], weights: list[torch.Tensor], count) -> None:
+        # one fused in-place update of every tensor: this runs after every optimizer step.
+        # lerp with weight 1 returns the weights exactly, so before `start` the average is a copy
+        torch._foreach_lerp_(averages, weights, 1.0 - self._keep)

@@ -142,7 +142,7 @@ class StillGate(nn.Module):
         return frames + moving * (picture - frames)
 
 
-def fade_param_groups(model: nn.Module, lr: float, scale: float) -> list[dict]:
+def gate_param_groups(model: nn.Module, lr: float, scale: float) -> list[dict]:
     """The optimizer's parameter groups: the model's fade and still gate (if any) at scale x
     lr. At 3e-4, Adam moves a logit about 3e-4 a step: from trusting (0.99) to the ~0.3 a
     30-step rollout wants is 5 units, 17,000 steps; model.fade_lr_scale lets the gates keep up."""

@@ -31,7 +31,7 @@ from world_models.models.warps import (
     KeepGate,
     StillGate,
     build_warp,
-    fade_param_groups,
+    gate_param_groups,
 )
 
 
@@ -285,5 +285,5 @@ class WorldModel(L.LightningModule):
                  batch_size=len(batch["frames"]))
 
     def configure_optimizers(self):
-        groups = fade_param_groups(self, self.hparams.lr, self.hparams.get("fade_lr_scale", 1.0))
+        groups = gate_param_groups(self, self.hparams.lr, self.hparams.get("fade_lr_scale", 1.0))
         return torch.optim.Adam(groups, lr=self.hparams.lr)
