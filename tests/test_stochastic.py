@@ -118,6 +118,36 @@ def test_persistent_noise_keeps_each_draw_standard_normal_but_correlates_the_ste
     assert lag1 == pytest.approx(0.9, abs=0.02) and lag10 == pytest.approx(0.9**10, abs=0.02)
 
 
+def test_temperature_scales_every_draw_and_nothing_else():
+    def draws(rho, temperature):
+        noise = PersistentNoise(torch.Generator().manual_seed(0), rho, temperature)
+        return torch.cat([noise.standard_normal(torch.Size([500, 3, 4]), torch.float64)
+                          for _ in range(3)], dim=1)
+
+    for rho in (0.0, 0.9):
+        assert torch.equal(draws(rho, 2.5), 2.5 * draws(rho, 1.0))
+    assert draws(0.0, 1.0).std().item() == pytest.approx(1.0, abs=0.03)
+
+
+def test_hotter_samples_spread_further_from_the_same_draws(latent_run, tiny_data):
+    model = load_model(latent_run / "checkpoints" / "last.ckpt")
+    datamodule = CarRacingDataModule(str(tiny_data), seq_len=5, split=[0.6, 0.2, 0.2],
+                                     collect=False)
+    datamodule.setup()
+    sequence = datamodule.sequences("test")[0]
+    frames, actions = sequence["frames"][:13], sequence["actions"][:12]
+
+    def draw(**how):
+        return sampled_rollouts(model, frames, actions, 1, 6, sequence_generator(0, 0, 0), **how)
+
+    def spread(samples):  # the samples' mean distance to their mean, over the steps
+        return (samples - samples.mean(0)).flatten(2).norm(dim=-1).mean().item()
+
+    assert torch.equal(draw(temperature=1.0), draw())  # 1: the prior, the same draws
+    assert spread(draw(temperature=3.0)) > 1.5 * spread(draw())
+    assert spread(draw(temperature=3.0, persistence=0.9)) > 1.5 * spread(draw(persistence=0.9))
+
+
 def test_evaluate_scores_k_samples_as_forecasts_the_same_twice(latent_run, run_cli, tiny_data,
                                                                tmp_path, capsys):
     """The command line once, then the same evaluation again in this process: the same draws."""
@@ -218,9 +248,14 @@ def test_rollout_samples_below_one_is_refused(latent_run, tiny_data, tmp_path):
                       "rollout.samples=0")
 
 
-@pytest.mark.parametrize("value, message", [("1.0", "expected 0 <= persistence < 1"),
-                                            ("abc", "expected a number")])
-def test_rollout_persistence_out_of_range_is_refused(value, message):
-    cfg = compose_config("evaluate", "ckpt=x.ckpt", f"rollout.persistence={value}")
-    with pytest.raises(UserError, match=f"rollout.persistence: {message}"):
+@pytest.mark.parametrize("key, value, message", [
+    ("persistence", "1.0", "expected 0 <= persistence < 1"),
+    ("persistence", "abc", "expected a number"),
+    ("temperature", "0", "expected > 0"),
+    ("temperature", "-1", "expected > 0"),
+    ("temperature", "hot", "expected a number"),
+])
+def test_rollout_sampling_words_out_of_range_are_refused(key, value, message):
+    cfg = compose_config("evaluate", "ckpt=x.ckpt", f"rollout.{key}={value}")
+    with pytest.raises(UserError, match=f"rollout.{key}: {message}"):
         evaluation.check_config(cfg)

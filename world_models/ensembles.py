@@ -42,12 +42,12 @@ def is_stochastic(model) -> bool:
 
 def ensemble_values(model, sequences: list[dict], train_episodes: list, horizon: int,
                     context: int, samples: int, seed: int, mean_frame: torch.Tensor,
-                    persistence: float = 0.0):
+                    persistence: float = 0.0, temperature: float = 1.0):
     """strategy -> metric -> [N, horizon] for the ensembles (ENSEMBLES; ``sampled`` only for a
     model with a latent) and the baselines' energy (BASELINE_ENERGY), and the first
     sequence's first samples to show, [S, T, 3, H, W] (None for a deterministic model).
-    samples < 2: nothing to score ({}, None). persistence: of the samples' draws over the
-    steps (rollout.sampled_rollouts)."""
+    samples < 2: nothing to score ({}, None). persistence, temperature: how the samples' z are
+    drawn over the steps (rollout.sampled_rollouts)."""
     if samples < 2:
         return {}, None
     stochastic = is_stochastic(model)
@@ -68,7 +68,8 @@ def ensemble_values(model, sequences: list[dict], train_episodes: list, horizon:
         if stochastic:
             ensembles["sampled"] = sampled_rollouts(
                 model, frames, actions, context, samples,
-                sequence_generator(seed, index, SAMPLES_STREAM), persistence)  # [K, T, ...]
+                sequence_generator(seed, index, SAMPLES_STREAM), persistence,
+                temperature)  # [K, T, ...]
             if shown is None:
                 shown = ensembles["sampled"][:SHOWN_SAMPLES]
         for name, ensemble in ensembles.items():
@@ -81,7 +82,8 @@ def ensemble_values(model, sequences: list[dict], train_episodes: list, horizon:
     return {name: {m: torch.cat(v) for m, v in ms.items()} for name, ms in values.items()}, shown
 
 
-def describe(model, samples: int, seed: int, persistence: float = 0.0) -> dict | None:
+def describe(model, samples: int, seed: int, persistence: float = 0.0,
+             temperature: float = 1.0) -> dict | None:
     """What summary.json says of the ensembles; None when none were scored."""
     if samples < 2:
         return None
@@ -89,6 +91,7 @@ def describe(model, samples: int, seed: int, persistence: float = 0.0) -> dict |
         "samples": samples,
         "seed": seed,
         "persistence": persistence,
+        "temperature": temperature,
         "sampled": "K rollouts, z drawn from the prior" if is_stochastic(model) else None,
         "deterministic": ("the rollout with z at the prior's mean" if is_stochastic(model)
                           else "the model's rollout (deterministic), as K copies"),

@@ -56,6 +56,8 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"rollout.samples: expected >= 1, got {r.samples}")
     if not 0 <= r.persistence < 1:
         raise UserError(f"rollout.persistence: expected 0 <= persistence < 1, got {r.persistence}")
+    if not r.temperature > 0:
+        raise UserError(f"rollout.temperature: expected > 0, got {r.temperature}")
     if cfg.data.collect:
         raise UserError("data.collect: evaluate never collects; point data.dir at a dataset")
 
@@ -177,7 +179,7 @@ def evaluate(cfg: DictConfig) -> dict:
         values["action_sensitivity"] = {"psnr_gain": sensitivity}
     forecasts, samples = ensembles.ensemble_values(model, sequences, trained.episodes["train"],
                                                    horizon, r.context, r.samples, r.seed,
-                                                   mean_frame, r.persistence)
+                                                   mean_frame, r.persistence, r.temperature)
     for strategy, metrics in forecasts.items():  # ensembles.py: the forecast metrics
         values.setdefault(strategy, {}).update(metrics)
     write_files(out_dir, values, (truth, tf, ar), horizon, r, samples)
@@ -190,7 +192,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "sequences": len(sequences),
         "horizon": horizon,
         "context": r.context,
-        "forecast": ensembles.describe(model, r.samples, r.seed, r.persistence),
+        "forecast": ensembles.describe(model, r.samples, r.seed, r.persistence,
+                                       r.temperature),
         "split": cfg.split,
         "grid_sequence": sequences[0]["name"],
         "checkpoint": str(cfg.ckpt),

@@ -68,16 +68,18 @@ def autoregressive(
 @torch.no_grad()
 def sampled_rollouts(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor,
                      context: int, samples: int, generator: torch.Generator,
-                     persistence: float = 0.0) -> torch.Tensor:
+                     persistence: float = 0.0, temperature: float = 1.0) -> torch.Tensor:
     """`samples` open-loop rollouts of one sequence, frames [T+1, 3, H, W] and actions [T, A],
     a model with a latent drawing each step's z from its prior with `generator` (models/
     latent.py): [K, T, 3, H, W] on the CPU. The same generator state gives the same rollouts.
-    persistence > 0: the draws are correlated over the steps (latent.PersistentNoise)."""
+    persistence > 0: the draws are correlated over the steps; temperature != 1: their spread is
+    scaled (latent.PersistentNoise)."""
     device = model_device(model)
     batch_frames = frames[None, :context].expand(samples, *frames[:context].shape).to(device)
     batch_actions = actions[None].expand(samples, *actions.shape).to(device)
     with evaluating(model):
-        noise = PersistentNoise(generator, persistence) if persistence else generator
+        noise = (PersistentNoise(generator, persistence, temperature)
+                 if persistence or temperature != 1 else generator)
         return unroll(model, batch_frames, batch_actions, context, noise=noise).cpu()
 
 

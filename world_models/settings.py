@@ -43,6 +43,7 @@ TYPES = {
     "rollout.samples": INT,
     "rollout.seed": INT,
     "rollout.persistence": FLOAT,
+    "rollout.temperature": FLOAT,
 }
 
 

@@ -150,10 +150,15 @@ class PersistentNoise:
     from `generator`, so every step's eps is still N(0, 1) and z still a draw of that step's
     prior, but a sample keeps leaning the same way for about 1 / (1 - rho) steps instead of
     averaging its choices out. rho = 0: independent draws, as in training. Draws are
-    [B, T, Z] per call, T steps in a row (a rollout's first call covers its context)."""
+    [B, T, Z] per call, T steps in a row (a rollout's first call covers its context).
 
-    def __init__(self, generator: torch.Generator, persistence: float) -> None:
+    temperature (``evaluate.py rollout.temperature``): every eps times this, so z is drawn
+    from the prior with its spread scaled (1: the prior itself)."""
+
+    def __init__(self, generator: torch.Generator, persistence: float,
+                 temperature: float = 1.0) -> None:
         self.generator, self.rho = generator, float(persistence)
+        self.temperature = float(temperature)
         self._last: Tensor | None = None  # [B, 1, Z], the previous step's eps
 
     def standard_normal(self, shape: torch.Size, dtype: torch.dtype) -> Tensor:
@@ -167,7 +172,7 @@ class PersistentNoise:
         for t in range(fresh.shape[1]):
             self._last = self.rho * self._last + (1 - self.rho**2) ** 0.5 * fresh[:, t : t + 1]
             steps.append(self._last)
-        return torch.cat(steps, dim=1)
+        return self.temperature * torch.cat(steps, dim=1)
 
 
 def not_recording(latent: GaussianLatent | None):
