@@ -216,7 +216,7 @@ def test_bad_collect_settings_are_refused_naming_the_key(tmp_path, override, mes
 
 @pytest.mark.parametrize("override, message", [
     ("policy=nope", "error: In 'collect': Could not find 'policy/nope'; Available options in "
-                    "'policy': brownian, mix, phases, slalom, uniform"),
+                    "'policy': brownian, diverse, mix, phases, slalom, uniform"),
     ("seed=abc", "error: seed: expected an integer, got 'abc'"),
 ])
 def test_bad_collect_settings_exit_with_one_line(tmp_path, override, message):

@@ -39,6 +39,7 @@ class ModelSettings:
     fade_lr_scale: float = 1.0
     fade_frame: str = "learned"
     still: bool = False
+    still_lr_scale: float = 1.0
     latent: str = "none"
     latent_size: int = 16
     kl_weight: float = 1e-5
@@ -133,6 +134,8 @@ def check_parts(s: ModelSettings) -> None:
         raise UserError(f"model.log_mse_weight: expected >= 0, got {s.log_mse_weight}")
     if not s.fade_lr_scale > 0:
         raise UserError(f"model.fade_lr_scale: expected > 0, got {s.fade_lr_scale}")
+    if not s.still_lr_scale > 0:
+        raise UserError(f"model.still_lr_scale: expected > 0, got {s.still_lr_scale}")
     if s.fade_frame not in Fade.FRAMES:
         raise UserError(f"model.fade_frame: expected one of {', '.join(Fade.FRAMES)}, "
                         f"got '{s.fade_frame}'")

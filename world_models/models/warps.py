@@ -128,7 +128,8 @@ class StillGate(nn.Module):
     number per frame, still = sigmoid(head(state)), and the prediction becomes
     frame + still * (picture - frame). Where nothing moves (the car stands, the scene is the
     same) it can learn to pass the frame on nearly exactly, warp and fade included, instead of
-    letting small flows and fades creep over a still picture; it starts at 0.99."""
+    letting small flows and fades creep over a still picture; it starts at 0.99 and learns at
+    model.still_lr_scale x the model's rate (30, the fade's, in model=imagine)."""
 
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
@@ -136,24 +137,62 @@ class StillGate(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
 
+    # |logit| <= 8 (the gate within 3.4e-4 of 0 and 1), see InwardBound. Unbounded at 30x the
+    # learning rate (its one logit, a head of 128 inputs, can move ~1 unit a step), it closed
+    # for good in the first 17 open-loop steps on jerkier data (conf/policy/diverse.yaml, both
+    # seeds): the sigmoid's gradient at a logit of -40 is 4e-18, and every change the model
+    # learned was multiplied by 0, so it ended as copy-last. Within the bound, the gate
+    # computes what it did without one, to the bit.
+    BOUND = 8.0
+
     def forward(self, hidden: Tensor, frames: Tensor, picture: Tensor) -> Tensor:
         """hidden [B, T, Hd], frames and picture [B, T, 3, H, W] -> the gated picture."""
-        moving = torch.sigmoid(self.head(hidden))[..., None, None]  # [B, T, 1, 1, 1]
+        logit = InwardBound.apply(self.head(hidden), self.BOUND)  # [B, T, 1]
+        moving = torch.sigmoid(logit)[..., None, None]  # [B, T, 1, 1, 1]
         return frames + moving * (picture - frames)
 
 
-def gate_param_groups(model: nn.Module, lr: float, scale: float) -> list[dict]:
-    """The optimizer's parameter groups: the model's fade and still gate (if any) at scale x
-    lr. At 3e-4, Adam moves a logit about 3e-4 a step: from trusting (0.99) to the ~0.3 a
-    30-step rollout wants is 5 units, 17,000 steps; model.fade_lr_scale lets the gates keep up."""
-    gates = [m for m in (getattr(model, "fade", None), getattr(model, "still", None))
-             if m is not None]
-    fast = {id(p) for gate in gates for p in gate.parameters()}
+class InwardBound(torch.autograd.Function):
+    """x clamped to [-bound, bound]; its gradient passes unchanged, except where x is beyond the
+    bound and descent would take it further out. A logit pushed past the bound stays near it
+    (a plain clamp would pass no gradient there, and nothing could bring it back; passing all
+    of it would let it run on to where the way back takes hundreds of steps)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, bound: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp(-bound, bound)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        # descent moves x by -grad: out past +bound if grad < 0, past -bound if grad > 0
+        outward = ((x > ctx.bound) & (grad < 0)) | ((x < -ctx.bound) & (grad > 0))
+        return grad.masked_fill(outward, 0.0), None
+
+
+def gate_param_groups(model: nn.Module, lr: float, fade_scale: float,
+                      still_scale: float = 1.0) -> list[dict]:
+    """The optimizer's parameter groups: the model's fade (if any) at fade_scale x lr, its
+    still gate (if any) at still_scale x lr, the rest at lr; a gate at lr stays in the first
+    group, gates at the same rate share one. At 3e-4, Adam moves a logit about 3e-4 a step:
+    from trusting (0.99) to the ~0.3 a 30-step rollout wants is 5 units, 17,000 steps;
+    model.fade_lr_scale and model.still_lr_scale let the gates keep up."""
+    fast = [(module, lr * scale) for module, scale in
+            ((getattr(model, "fade", None), fade_scale), (getattr(model, "still", None), still_scale))
+            if module is not None and scale != 1.0]
     if not fast:
         return [{"params": list(model.parameters())}]
-    return [{"params": [p for p in model.parameters() if id(p) not in fast]},
-            {"params": [p for gate in gates for p in gate.parameters() if p.requires_grad],
-             "lr": lr * scale}]
+    apart = {id(p) for module, _ in fast for p in module.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in apart]}]
+    for module, rate in fast:  # the fade and the still gate share a group at the same rate
+        params = [p for p in module.parameters() if p.requires_grad]
+        if len(groups) > 1 and groups[-1]["lr"] == rate:
+            groups[-1]["params"] += params
+        else:
+            groups.append({"params": params, "lr": rate})
+    return groups
 
 
 WARPS: dict[str, type[nn.Module] | None] = {"none": None, "affine": AffineWarp, "flow": FlowWarp}

@@ -285,5 +285,7 @@ class WorldModel(L.LightningModule):
                  batch_size=len(batch["frames"]))
 
     def configure_optimizers(self):
-        groups = gate_param_groups(self, self.hparams.lr, self.hparams.get("fade_lr_scale", 1.0))
+        h = self.hparams
+        groups = gate_param_groups(self, h.lr, h.get("fade_lr_scale", 1.0),
+                                   h.get("still_lr_scale", 1.0))
         return torch.optim.Adam(groups, lr=self.hparams.lr)
