@@ -77,13 +77,18 @@ def test_kl_and_its_warm_up_are_logged(latent_run):
     assert weights[0] == 0 and weights[-1] == pytest.approx(1e-5)
 
 
-def test_k_samples_differ_and_the_same_seed_draws_them_again(latent_run, tiny_data):
-    model = load_model(latent_run / "checkpoints" / "last.ckpt")
-    datamodule = CarRacingDataModule(str(tiny_data), seq_len=5, split=[0.6, 0.2, 0.2],
+def model_and_test_sequence(run_dir, data_dir):
+    """The run's model and the first 12 steps of the first test sequence of the tiny data."""
+    model = load_model(run_dir / "checkpoints" / "last.ckpt")
+    datamodule = CarRacingDataModule(str(data_dir), seq_len=5, split=[0.6, 0.2, 0.2],
                                      collect=False)
     datamodule.setup()
     sequence = datamodule.sequences("test")[0]
-    frames, actions = sequence["frames"][:13], sequence["actions"][:12]
+    return model, sequence["frames"][:13], sequence["actions"][:12]
+
+
+def test_k_samples_differ_and_the_same_seed_draws_them_again(latent_run, tiny_data):
+    model, frames, actions = model_and_test_sequence(latent_run, tiny_data)
 
     def draw(seed):
         return sampled_rollouts(model, frames, actions, 1, 4, sequence_generator(seed, 0, 0))
@@ -130,12 +135,7 @@ def test_temperature_scales_every_draw_and_nothing_else():
 
 
 def test_hotter_samples_spread_further_from_the_same_draws(latent_run, tiny_data):
-    model = load_model(latent_run / "checkpoints" / "last.ckpt")
-    datamodule = CarRacingDataModule(str(tiny_data), seq_len=5, split=[0.6, 0.2, 0.2],
-                                     collect=False)
-    datamodule.setup()
-    sequence = datamodule.sequences("test")[0]
-    frames, actions = sequence["frames"][:13], sequence["actions"][:12]
+    model, frames, actions = model_and_test_sequence(latent_run, tiny_data)
 
     def draw(**how):
         return sampled_rollouts(model, frames, actions, 1, 6, sequence_generator(0, 0, 0), **how)

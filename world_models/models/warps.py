@@ -179,8 +179,9 @@ def gate_param_groups(model: nn.Module, lr: float, fade_scale: float,
     group, gates at the same rate share one. At 3e-4, Adam moves a logit about 3e-4 a step:
     from trusting (0.99) to the ~0.3 a 30-step rollout wants is 5 units, 17,000 steps;
     model.fade_lr_scale and model.still_lr_scale let the gates keep up."""
-    fast = [(module, lr * scale) for module, scale in
-            ((getattr(model, "fade", None), fade_scale), (getattr(model, "still", None), still_scale))
+    gates = ((getattr(model, "fade", None), fade_scale),
+             (getattr(model, "still", None), still_scale))
+    fast = [(module, lr * scale) for module, scale in gates
             if module is not None and scale != 1.0]
     if not fast:
         return [{"params": list(model.parameters())}]
