@@ -124,3 +124,26 @@ def test_model_still_lr_scale_gives_the_gate_a_rate_of_its_own(still_lr_scale, r
 def test_a_still_lr_scale_of_zero_is_refused():
     with pytest.raises(UserError, match="model.still_lr_scale: expected > 0"):
         make_model(still=True, still_lr_scale=0.0)
+
+
+def test_a_still_grid_gates_each_cell_of_the_frame_apart():
+    """model.still_grid=2 on 8x8 frames: four numbers, each over its 4x4 cell; a closed cell
+    passes its part of the frame on, an open one makes the change there."""
+    frames, actions = batch(L=4)
+    model = moving(make_model(still=True, still_grid=2))
+    with torch.no_grad():
+        model.still.head.bias.copy_(torch.tensor([-40.0, 40.0, 40.0, -40.0]))
+    picture, _ = moving(make_model())(frames[:, :-1], actions[:, :3])
+    got, _ = model(frames[:, :-1], actions[:, :3])
+    closed, opened = torch.sigmoid(torch.tensor(-8.0)), torch.sigmoid(torch.tensor(8.0))
+    share = torch.tensor([[closed, opened], [opened, closed]]).repeat_interleave(4, 0)
+    share = share.repeat_interleave(4, 1)  # [8, 8]
+    inputs = frames[:, :-1]
+    torch.testing.assert_close(got, inputs + share * (picture - inputs))
+    assert (got[..., :4, :4] - inputs[..., :4, :4]).abs().max() < 0.01  # top left: passed on
+    assert (got[..., :4, 4:] - inputs[..., :4, 4:]).abs().max() > 0.05  # top right: changed
+
+
+def test_a_still_grid_that_does_not_divide_the_frame_is_refused():
+    with pytest.raises(UserError, match=r"model.still_grid: expected >= 1 and dividing"):
+        make_model(still=True, still_grid=3)

@@ -40,6 +40,7 @@ class ModelSettings:
     fade_frame: str = "learned"
     still: bool = False
     still_lr_scale: float = 1.0
+    still_grid: int = 1
     latent: str = "none"
     latent_size: int = 16
     kl_weight: float = 1e-5
@@ -136,6 +137,9 @@ def check_parts(s: ModelSettings) -> None:
         raise UserError(f"model.fade_lr_scale: expected > 0, got {s.fade_lr_scale}")
     if not s.still_lr_scale > 0:
         raise UserError(f"model.still_lr_scale: expected > 0, got {s.still_lr_scale}")
+    if s.still_grid < 1 or any(size % s.still_grid for size in s.frame_shape[1:]):
+        raise UserError(f"model.still_grid: expected >= 1 and dividing the frame's sides "
+                        f"{list(s.frame_shape[1:])} (data.resolution), got {s.still_grid}")
     if s.fade_frame not in Fade.FRAMES:
         raise UserError(f"model.fade_frame: expected one of {', '.join(Fade.FRAMES)}, "
                         f"got '{s.fade_frame}'")

@@ -129,11 +129,17 @@ class StillGate(nn.Module):
     frame + still * (picture - frame). Where nothing moves (the car stands, the scene is the
     same) it can learn to pass the frame on nearly exactly, warp and fade included, instead of
     letting small flows and fades creep over a still picture; it starts at 0.99 and learns at
-    model.still_lr_scale x the model's rate (30, the fade's, in model=imagine)."""
+    model.still_lr_scale x the model's rate (30, the fade's, in model=imagine).
 
-    def __init__(self, hidden_size: int) -> None:
+    grid > 1 (``model.still_grid``): one number per cell of a grid x grid partition of the
+    frame instead, so that a part that changes (CarRacing's dashboard, under every action)
+    need not keep the rest (a standing car's scene) changing with it."""
+
+    def __init__(self, hidden_size: int, frame_shape: tuple[int, int, int] = (3, 32, 32),
+                 grid: int = 1) -> None:
         super().__init__()
-        self.head = nn.Linear(hidden_size, 1)
+        self.size, self.grid = tuple(frame_shape[1:]), grid
+        self.head = nn.Linear(hidden_size, grid * grid)
         nn.init.zeros_(self.head.weight)
         nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
 
@@ -147,8 +153,12 @@ class StillGate(nn.Module):
 
     def forward(self, hidden: Tensor, frames: Tensor, picture: Tensor) -> Tensor:
         """hidden [B, T, Hd], frames and picture [B, T, 3, H, W] -> the gated picture."""
-        logit = InwardBound.apply(self.head(hidden), self.BOUND)  # [B, T, 1]
-        moving = torch.sigmoid(logit)[..., None, None]  # [B, T, 1, 1, 1]
+        logit = InwardBound.apply(self.head(hidden), self.BOUND)  # [B, T, grid^2]
+        moving = torch.sigmoid(logit)[..., None, None]  # [B, T, grid^2, 1, 1]
+        if self.grid > 1:  # each cell's number over its pixels: [B, T, 1, H, W]
+            cells = moving.reshape(-1, 1, self.grid, self.grid)
+            moving = F.interpolate(cells, size=self.size, mode="nearest").unflatten(
+                0, hidden.shape[:2])
         return frames + moving * (picture - frames)
 
 
