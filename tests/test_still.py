@@ -1,9 +1,13 @@
 """model.still: one learned number per frame scales the model's whole change to its input, so a
 scene where nothing moves can be passed on exactly instead of creeping."""
 
+import warnings
+
+import lightning as L
 import pytest
 import torch
 
+from world_models.data.datamodule import CarRacingDataModule
 from world_models.errors import UserError
 from world_models.models.sampling import unroll
 from world_models.models.warps import InwardBound, StillGate
@@ -147,3 +151,36 @@ def test_a_still_grid_gates_each_cell_of_the_frame_apart():
 def test_a_still_grid_that_does_not_divide_the_frame_is_refused():
     with pytest.raises(UserError, match=r"model.still_grid: expected >= 1 and dividing"):
         make_model(still=True, still_grid=3)
+
+
+class ShutAtStart(L.Callback):
+    """Shuts the still gate before the first step, as jerkier data did in 17 steps."""
+
+    def on_train_start(self, trainer, model):
+        with torch.no_grad():
+            model.still.head.bias.fill_(-40.0)
+
+
+@pytest.mark.parametrize("shut", [True, False])
+def test_a_shut_still_gate_is_logged_and_said_in_one_line(tiny_data, tmp_path, shut):
+    dm = CarRacingDataModule(str(tiny_data), seq_len=5, batch_size=4, split=[0.6, 0.2, 0.2],
+                             collect=False)
+    dm.setup("fit")
+    model = WorldModel(hidden_size=8, frame_shape=dm.frame_shape, warp="flow", still=True,
+                       still_grid=2)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, default_root_dir=tmp_path,
+                        callbacks=[ShutAtStart()] if shut else [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, datamodule=dm)
+    said = [str(w.message) for w in caught if "still gate has shut" in str(w.message)]
+    opening = trainer.callback_metrics["val/still_open"].item()
+    if shut:
+        assert opening < 1e-3
+        assert len(said) == 1 and "model.still_lr_scale=10" in said[0]
+        assert "\n" not in said[0]
+    else:
+        assert opening > 0.9  # it starts at 0.99 and one tiny epoch barely moves it
+        assert not said

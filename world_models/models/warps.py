@@ -151,10 +151,17 @@ class StillGate(nn.Module):
     # computes what it did without one, to the bit.
     BOUND = 8.0
 
+    # A gate open less than this on average over the validation windows has shut: the model
+    # passes its input frames on (WorldModel warns, naming model.still_lr_scale).
+    SHUT = 0.01
+
+    def opening(self, hidden: Tensor) -> Tensor:
+        """hidden [B, T, Hd] -> how much of its change the model makes, [B, T, grid^2]."""
+        return torch.sigmoid(InwardBound.apply(self.head(hidden), self.BOUND))
+
     def forward(self, hidden: Tensor, frames: Tensor, picture: Tensor) -> Tensor:
         """hidden [B, T, Hd], frames and picture [B, T, 3, H, W] -> the gated picture."""
-        logit = InwardBound.apply(self.head(hidden), self.BOUND)  # [B, T, grid^2]
-        moving = torch.sigmoid(logit)[..., None, None]  # [B, T, grid^2, 1, 1]
+        moving = self.opening(hidden)[..., None, None]  # [B, T, grid^2, 1, 1]
         if self.grid > 1:  # each cell's number over its pixels: [B, T, 1, H, W]
             cells = moving.reshape(-1, 1, self.grid, self.grid)
             moving = F.interpolate(cells, size=self.size, mode="nearest").unflatten(

@@ -10,6 +10,7 @@ scheduled sampling and input noise in training.
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 
 from world_models.errors import UserError
 from world_models.models.cores import build_core
@@ -73,6 +74,7 @@ class WorldModel(L.LightningModule):
         self.automatic_optimization = s.protocol == "bptt"
         self._rng, self._rng_state = None, None  # see training_generator()
         self._schedule = None  # see scheduled_sampling()
+        self._still_open = []  # see on_validation_epoch_end()
         for half in ("_core_inputs", "paint") if s.compile else ():  # see _core_inputs
             setattr(self, half, torch.compile(getattr(self, half)))
 
@@ -129,9 +131,15 @@ class WorldModel(L.LightningModule):
 
     def window_loss(self, batch) -> torch.Tensor:
         """MSE of the predictions of frames 1..L-1 of each window, from frames 0..L-2."""
-        frames, actions = batch["frames"], batch["actions"]  # [B, L, 3, H, W], [B, L, A]
-        next_frames_pred, _ = self(frames[:, :-1], actions[:, :-1])
-        return F.mse_loss(next_frames_pred, frames[:, 1:])
+        return F.mse_loss(self.teacher_forced(batch)[0], batch["frames"][:, 1:])
+
+    def teacher_forced(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward on frames 0..L-2 of each window: the predictions [B, L-1, 3, H, W] and the
+        features [B, L-1, hidden] they were painted from."""
+        frames, actions = batch["frames"][:, :-1], batch["actions"][:, :-1]
+        clock = self.clock(0, actions)
+        features, _ = self.advance(frames, actions, None, clock)
+        return self.paint(features, frames, clock), features
 
     def objective(self, next_frames_pred, next_frames) -> torch.Tensor:
         """The training loss (models/losses.py: MSE plus model.l1_weight, model.ssim_weight
@@ -278,8 +286,28 @@ class WorldModel(L.LightningModule):
         return torch.stack(losses).mean()
 
     def validation_step(self, batch, batch_idx):
-        self.log("val/loss", self.window_loss(batch), prog_bar=True, sync_dist=True,
-                 batch_size=len(batch["frames"]))
+        predictions, features = self.teacher_forced(batch)
+        self.log("val/loss", F.mse_loss(predictions, batch["frames"][:, 1:]), prog_bar=True,
+                 sync_dist=True, batch_size=len(predictions))
+        if self.still is not None:  # how open the still gate is: val/still_open
+            self._still_open.append(self.still.opening(features).mean())
+
+    def on_validation_epoch_start(self) -> None:
+        self._still_open = []
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the still gate's mean opening over the validation windows, and say so in one
+        line if it has shut (on jerkier data it can, and the model then copies its input)."""
+        if self.still is None or not self._still_open:
+            return
+        opening = torch.stack(self._still_open).mean()
+        self.log("val/still_open", opening, sync_dist=True)
+        if opening < StillGate.SHUT and not self.trainer.sanity_checking:
+            rank_zero_warn(
+                f"epoch {self.current_epoch}: the still gate has shut (val/still_open "
+                f"{opening.item():.2g}): the model is passing its input frames on. It can reopen "
+                "slowly; if it does not, try model.still_lr_scale=10 "
+                "(docs/training.md#on-your-own-data-the-still-gate)")
 
     def test_step(self, batch, batch_idx):
         self.log("test/loss", self.window_loss(batch), sync_dist=True,
