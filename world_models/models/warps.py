@@ -161,12 +161,14 @@ class StillGate(nn.Module):
 
     def forward(self, hidden: Tensor, frames: Tensor, picture: Tensor) -> Tensor:
         """hidden [B, T, Hd], frames and picture [B, T, 3, H, W] -> the gated picture."""
-        moving = self.opening(hidden)[..., None, None]  # [B, T, grid^2, 1, 1]
-        if self.grid > 1:  # each cell's number over its pixels: [B, T, 1, H, W]
-            cells = moving.reshape(-1, 1, self.grid, self.grid)
-            moving = F.interpolate(cells, size=self.size, mode="nearest").unflatten(
-                0, hidden.shape[:2])
-        return frames + moving * (picture - frames)
+        moving = self.opening(hidden)  # [B, T, grid^2]
+        if self.grid == 1:
+            return frames + moving[..., None, None] * (picture - frames)
+        # each cell's number times its pixels' change, the change seen as [..., g, H/g, g, W/g]
+        g, (height, width) = self.grid, self.size
+        change = (picture - frames).unflatten(-1, (g, width // g)).unflatten(-3, (g, height // g))
+        moving = moving.unflatten(-1, (g, 1, g, 1))[..., None, :, :, :, :]  # [B, T, 1, g, 1, g, 1]
+        return frames + (moving * change).flatten(-2).flatten(-3, -2)
 
 
 class InwardBound(torch.autograd.Function):
