@@ -10,8 +10,10 @@ Two ways, both with gradients:
   (models/scheduled.py) runs a window that, per sequence and step, feeds the true frame with
   that probability and the model's previous prediction otherwise.
 
-``own_steps_features`` is what a model told of its own steps (``model.own_steps_input``) reads;
-``check_open_loop`` and ``check_schedule`` refuse settings that cannot work, naming the key.
+``open_loop_loss`` is a training window's loss under train.open_loop (a teacher-forced warm-up,
+then the model's own rollouts). ``own_steps_features`` is what a model told of its own steps
+(``model.own_steps_input``) reads; ``check_open_loop`` and ``check_schedule`` refuse settings
+that cannot work, naming the key.
 """
 
 from __future__ import annotations
@@ -187,3 +189,35 @@ def check_open_loop(settings: dict, schedule: dict, protocol: str) -> None:
         raise UserError(f"{prefix}.horizon: replaces scheduled sampling; set "
                         f"train.scheduled_sampling.schedule=none (got "
                         f"'{schedule['schedule']}')")
+
+
+def open_loop_loss(model: nn.Module, inputs: torch.Tensor, frames: torch.Tensor,
+                   actions: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The loss of a window (a WorldModel's, under train.open_loop) whose last `horizon` steps
+    the model predicts from its own predictions, gradients through them, plus
+    train.open_loop.tf_weight times the teacher-forced loss of the whole window; and the
+    horizon. During the warmup (horizon 0): the teacher-forced loss of a
+    train.open_loop.warmup_window-frame slice of each window, so that the model learns one
+    step from many cheap optimizer steps before it learns from its own rollouts. inputs: the
+    (noisy) frames [B, L, 3, H, W] it sees, frames: the clean targets, actions [B, L, A]."""
+    settings = model.hparams.open_loop
+    horizon = model.open_loop_horizon()
+    if horizon == 0:
+        length = min(settings.get("warmup_window", 10), frames.shape[1])
+        start = torch.randint(0, frames.shape[1] - length + 1, (),
+                              generator=model.training_generator()).item()
+        window = slice(start, start + length)
+        next_frames_pred, _ = model(inputs[:, window][:, :-1], actions[:, window][:, :-1],
+                                    **model.posterior_inputs(frames[:, window][:, 1:]))
+        return model.objective(next_frames_pred, frames[:, window][:, 1:]), 0
+    steps = frames.shape[1] - 1
+    horizon = min(horizon, steps - settings.get("context", 1))
+    predictions = unroll(model, inputs, actions[:, :-1], context=steps - horizon,
+                         detach=settings.get("detach", False),
+                         **model.posterior_inputs(frames[:, 1:]))  # [B, T, 3, H, W]
+    loss = model.objective(predictions, frames[:, 1:])
+    if settings.get("tf_weight", 0.0):
+        teacher_forced, _ = model(inputs[:, :-1], actions[:, :-1],
+                                  **model.posterior_inputs(frames[:, 1:]))
+        loss = loss + settings["tf_weight"] * model.objective(teacher_forced, frames[:, 1:])
+    return loss, horizon

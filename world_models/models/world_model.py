@@ -21,9 +21,9 @@ from world_models.models.losses import SSIM_STRIDE, objective
 from world_models.models.sampling import (
     OWN_STEP_FEATURES,
     open_loop_horizon,
+    open_loop_loss,
     own_steps_features,
     true_frame_probability,
-    unroll,
     with_decay_steps,
 )
 from world_models.models.scheduled import scheduled_rollout
@@ -197,7 +197,9 @@ class WorldModel(L.LightningModule):
         frames, actions = batch["frames"], batch["actions"]  # [B, L, 3, H, W], [B, L, A]
         inputs = self.noisy(frames)  # scheduled sampling feeds back its predictions unnoised
         if self.hparams.open_loop["horizon"]:
-            return self._open_loop_loss(inputs, frames, actions)
+            loss, horizon = open_loop_loss(self, inputs, frames, actions)
+            self.log("train/open_loop_horizon", float(horizon), on_step=True, on_epoch=False)
+            return loss
         if self.hparams.scheduled_sampling["schedule"] == "none":
             next_frames_pred, _ = self(inputs[:, :-1], actions[:, :-1],
                                        **self.posterior_inputs(frames[:, 1:]))
@@ -238,36 +240,6 @@ class WorldModel(L.LightningModule):
     def open_loop_horizon(self) -> int:
         """Open-loop steps per window now (sampling.open_loop_horizon)."""
         return open_loop_horizon(self.hparams.open_loop, self.run_progress())
-
-    def _open_loop_loss(self, inputs, frames, actions) -> torch.Tensor:
-        """The loss of a window whose last `horizon` steps the model predicts from its own
-        predictions, gradients through them, plus train.open_loop.tf_weight times the
-        teacher-forced loss of the whole window. During the warmup: the teacher-forced loss of
-        a train.open_loop.warmup_window-frame slice of each window, so that the model learns
-        one step from many cheap optimizer steps before it learns from its own rollouts."""
-        settings = self.hparams.open_loop
-        horizon = self.open_loop_horizon()
-        if horizon == 0:
-            length = min(settings.get("warmup_window", 10), frames.shape[1])
-            start = torch.randint(0, frames.shape[1] - length + 1, (),
-                                  generator=self.training_generator()).item()
-            window = slice(start, start + length)
-            self.log("train/open_loop_horizon", 0.0, on_step=True, on_epoch=False)
-            next_frames_pred, _ = self(inputs[:, window][:, :-1], actions[:, window][:, :-1],
-                                       **self.posterior_inputs(frames[:, window][:, 1:]))
-            return self.objective(next_frames_pred, frames[:, window][:, 1:])
-        steps = frames.shape[1] - 1
-        horizon = min(horizon, steps - settings.get("context", 1))
-        self.log("train/open_loop_horizon", float(horizon), on_step=True, on_epoch=False)
-        predictions = unroll(self, inputs, actions[:, :-1], context=steps - horizon,
-                             detach=settings.get("detach", False),
-                             **self.posterior_inputs(frames[:, 1:]))  # [B, T, 3, H, W]
-        loss = self.objective(predictions, frames[:, 1:])
-        if settings.get("tf_weight", 0.0):
-            teacher_forced, _ = self(inputs[:, :-1], actions[:, :-1],
-                                     **self.posterior_inputs(frames[:, 1:]))
-            loss = loss + settings["tf_weight"] * self.objective(teacher_forced, frames[:, 1:])
-        return loss
 
     def _per_step_update(self, batch) -> torch.Tensor:
         """The course's loop: predict one step, step the optimizer, detach the state, go on."""
