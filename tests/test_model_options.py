@@ -13,6 +13,7 @@ import torch
 
 from world_models import rollout
 from world_models.errors import UserError
+from world_models.metrics import QUANTISATION_MSE
 from world_models.models.cores import CausalTransformer, build_core
 from world_models.models.frames import build_frame_codec
 from world_models.models.sampling import (
@@ -140,6 +141,14 @@ def test_log_mse_weight_adds_minus_a_tenth_of_the_frames_mean_psnr():
     psnr = torch.tensor([20.0] * 3 + [10 * math.log10(12 * 255**2)] * 3)
     extra = model.objective(pred, truth) - torch.nn.functional.mse_loss(pred, truth)
     torch.testing.assert_close(extra, 0.01 * -psnr.mean() / 10, rtol=1e-3, atol=0)
+    # and its gradient is MSE's plus the term's, though both come from one set of squares
+    pred = (truth + 0.1 * torch.randn(truth.shape)).requires_grad_()
+    model.objective(pred, truth).backward()
+    reference = pred.detach().clone().requires_grad_()
+    per_frame = (reference - truth).pow(2).flatten(2).mean(-1)
+    (torch.nn.functional.mse_loss(reference, truth)
+     + 0.01 * torch.log10(per_frame + QUANTISATION_MSE).mean()).backward()
+    torch.testing.assert_close(pred.grad, reference.grad)
 
 
 # -- warps: the next frame as the current one moved ----------------------------------------
@@ -165,6 +174,27 @@ def test_warp_moves_pixels_by_what_its_head_says(warp):
     moved = module(torch.zeros(2, 3, 4), frames)
     torch.testing.assert_close(moved[..., :-1], frames[..., 1:], rtol=0, atol=1e-5)
     torch.testing.assert_close(moved[..., -1], frames[..., -1], rtol=0, atol=1e-5)  # border
+
+
+def test_flow_warp_upsamples_its_field_bilinearly():
+    """The field's upsampling, a fixed matrix product, is the bilinear interpolation of the
+    coarse field the head predicts, added to the identity grid: the warp samples where
+    F.interpolate's field says."""
+    module = build_warp("flow", (3, 16, 24), hidden_size=4)  # not square: both axes
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        module.head.weight.normal_(0, 0.2, generator=g)
+    hidden, frames = torch.randn(2, 3, 4, generator=g), torch.rand(2, 3, 3, 16, 24, generator=g)
+    coarse = module.head(hidden).reshape(6, 2, 4, 6)
+    field = torch.nn.functional.interpolate(coarse, size=(16, 24), mode="bilinear",
+                                            align_corners=False)
+    identity = torch.nn.functional.affine_grid(torch.eye(2, 3)[None], [1, 1, 16, 24],
+                                               align_corners=False)
+    expected = torch.nn.functional.grid_sample(
+        frames.flatten(0, 1), identity + field.permute(0, 2, 3, 1), mode="bilinear",
+        padding_mode="border", align_corners=False).unflatten(0, (2, 3))
+    assert (field.abs() > 0.05).any()  # the field moves pixels
+    torch.testing.assert_close(module(hidden, frames), expected, rtol=0, atol=1e-5)
 
 
 def sliding_batch(B: int = 4, L: int = 6) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from world_models.metrics import (
     step_ranges,
     steps_worse,
 )
-from world_models.models.losses import fast_ssim
+from world_models.models.losses import WindowedSSIM, fast_ssim, windowed_ssim
 from world_models.models.sampling import unroll
 from world_models.models.world_model import WorldModel
 
@@ -110,6 +110,26 @@ def test_fast_ssim_equals_torchmetrics_and_has_gradients():
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     got.sum().backward()
     assert pred.grad.abs().sum() > 0
+
+
+def test_fast_ssims_written_out_gradient_is_autograds():
+    """WindowedSSIM's backward, written out, against autograd through windowed_ssim: in
+    float64 by gradcheck, and in float32 on frames as training sees them."""
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(3, 3, 12, 10, generator=g, dtype=torch.float64)
+    pred = (truth + 0.1 * torch.randn(truth.shape, generator=g, dtype=torch.float64))
+    pred[0, 0, :6] = truth[0, 0, :6]  # a flat exact patch: variances at the clamp
+    pred[1] = 0.5  # a flat prediction: its variance 0 everywhere
+    assert torch.autograd.gradcheck(lambda x: WindowedSSIM.apply(x, truth),
+                                    (pred.requires_grad_(),))
+    truth, pred = truth.float(), pred.detach().float()
+    weights = torch.rand(3, generator=g)
+    grads = []
+    for ssim in (fast_ssim, windowed_ssim):
+        frames = pred.clone().requires_grad_()
+        (ssim(frames, truth) * weights).sum().backward()
+        grads.append(frames.grad)
+    torch.testing.assert_close(*grads, rtol=1e-4, atol=1e-7)
 
 
 # -- the open-loop unroll and its training loss ---------------------------------------------

@@ -57,14 +57,26 @@ class FlowWarp(nn.Module):
         self.head = nn.Linear(hidden_size, 2 * self.coarse[0] * self.coarse[1])
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        # The upsampling and the identity grid's offset as one affine map of the head's output,
+        # grid = identity + coarse @ spread: the bilinear upsampling (the coarse field's basis
+        # vectors through F.interpolate) with the result laid out as the sampling grid's
+        # [H, W, (x, y)]. One matrix product, and its backward one more, in place of an
+        # interpolation, a permute and an add per call (and their backwards).
+        basis = torch.eye(self.head.out_features).reshape(-1, 2, *self.coarse)
+        spread = F.interpolate(basis, size=(height, width), mode="bilinear", align_corners=False)
         identity = F.affine_grid(torch.eye(2, 3)[None], [1, 1, height, width], align_corners=False)
-        self.register_buffer("identity", identity, persistent=False)  # [1, H, W, 2]
+        self.register_buffer("spread", spread.permute(0, 2, 3, 1).flatten(1).contiguous(),
+                             persistent=False)  # [2 * H/4 * W/4, H * W * 2]
+        self.register_buffer("identity", identity.flatten(), persistent=False)  # [H * W * 2]
 
     def forward(self, hidden: Tensor, frames: Tensor) -> Tensor:
         B, T = hidden.shape[:2]
-        flow = self.head(hidden).reshape(B * T, 2, *self.coarse)
-        flow = F.interpolate(flow, size=self.frame_shape[1:], mode="bilinear", align_corners=False)
-        grid = self.identity + flow.permute(0, 2, 3, 1)  # [BT, H, W, 2]
+        coarse = self.head(hidden).flatten(0, 1)  # [BT, 2 * H/4 * W/4]
+        # in float32 even under autocast: the grid's values reach +-1, and in bfloat16 they
+        # would land up to 1/8 pixel off
+        with torch.autocast(hidden.device.type, enabled=False):
+            grid = torch.addmm(self.identity, coarse.float(), self.spread)  # [BT, H * W * 2]
+        grid = grid.view(B * T, *self.frame_shape[1:], 2)  # [BT, H, W, 2]
         return _resample(frames.flatten(0, 1), grid).unflatten(0, (B, T))
 
 
@@ -142,6 +154,13 @@ class StillGate(nn.Module):
         self.head = nn.Linear(hidden_size, grid * grid)
         nn.init.zeros_(self.head.weight)
         nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
+        if grid > 1:  # which cell each pixel is in, [grid^2, H * W] of 0 and 1
+            height, width = self.size
+            rows = torch.arange(height) // (height // grid)
+            cols = torch.arange(width) // (width // grid)
+            cell = (rows[:, None] * grid + cols[None, :]).flatten()  # [H * W]
+            cells = F.one_hot(cell, grid * grid).T.float().contiguous()
+            self.register_buffer("cells", cells, persistent=False)
 
     # |logit| <= 8 (the gate within 3.4e-4 of 0 and 1), see InwardBound. Unbounded at 30x the
     # learning rate (its one logit, a head of 128 inputs, can move ~1 unit a step), it closed
@@ -164,11 +183,11 @@ class StillGate(nn.Module):
         moving = self.opening(hidden)  # [B, T, grid^2]
         if self.grid == 1:
             return frames + moving[..., None, None] * (picture - frames)
-        # each cell's number times its pixels' change, the change seen as [..., g, H/g, g, W/g]
-        g, (height, width) = self.grid, self.size
-        change = (picture - frames).unflatten(-1, (g, width // g)).unflatten(-3, (g, height // g))
-        moving = moving.unflatten(-1, (g, 1, g, 1))[..., None, :, :, :, :]  # [B, T, 1, g, 1, g, 1]
-        return frames + (moving * change).flatten(-2).flatten(-3, -2)
+        # each cell's number spread over its pixels (a product with 0s and 1s: exact), times
+        # their change; one matrix product and its transpose in the backward, where a
+        # broadcast over the cells' pixels took sums over strided views
+        moving = (moving @ self.cells).unflatten(-1, (1, *self.size))  # [B, T, 1, H, W]
+        return frames + moving * (picture - frames)
 
 
 class InwardBound(torch.autograd.Function):
