@@ -173,6 +173,36 @@ def test_gradients_flow_through_fed_back_frames_unless_detached():
     assert not torch.allclose(grads[False], grads[True])
 
 
+def test_uint8_feedback_feeds_back_8_bit_frames_and_passes_gradients():
+    """model.feedback=uint8: every frame fed back is a clamped prediction rounded to a level
+    of 1/255 (as the true frames are), the predictions differ from float feedback's, and the
+    last prediction's loss still reaches the first step's warp through the rounding."""
+    batch = make_batch(L=6)
+    frames, actions = batch["frames"], batch["actions"][:, :-1]
+    runs = {}
+    for feedback, detach in (("float", False), ("uint8", False), ("uint8", True)):
+        model = make_model(feedback=feedback)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+        seen = []
+        model.register_forward_pre_hook(lambda module, args, seen=seen:
+                                        seen.append(args[0].detach()))
+        predictions = unroll(model, frames, actions, context=1, detach=detach)
+        predictions[:, -1].pow(2).mean().backward()
+        runs[feedback, detach] = (predictions.detach(), torch.cat(seen[1:], dim=1),
+                                  model.warp.head.weight.grad)
+    (float_pred, float_fed, _), (pred, fed, grad) = runs["float", False], runs["uint8", False]
+    levels = fed * 255
+    torch.testing.assert_close(levels, levels.round(), rtol=0, atol=1e-4)
+    torch.testing.assert_close(fed, (pred[:, :-1].clamp(0, 1) * 255).round() / 255)
+    assert not torch.equal(float_fed * 255, (float_fed * 255).round())  # float: not levels
+    assert not torch.allclose(pred, float_pred)
+    assert not torch.allclose(grad, runs["uint8", True][2])  # through the fed-back frames
+    with pytest.raises(UserError, match="model.feedback"):
+        make_model(feedback="int4")
+
+
 def test_unroll_tells_a_counting_model_how_long_it_has_fed_on_itself():
     """own_steps is 0 for true frames and 1, 2, ... for the model's own predictions after
     them: the rollout equals one made by hand with those counts, and differs from the same

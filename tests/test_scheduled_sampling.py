@@ -63,7 +63,7 @@ def loss_and_grads(rollout, model, prob, seed=0):
     ({"core": "gru", "encoder": "conv"}, 0.5),
     ({"core": "transformer", "warp": "affine", "gate": True, "fill": True}, 0.5),
     ({"warp": "flow", "own_steps_input": True, "fade": True, "ssim_weight": 0.3,
-      "still": True, "log_mse_weight": 1e-3}, 0.5),
+      "still": True, "log_mse_weight": 1e-3, "still_grid": 2, "feedback": "uint8"}, 0.5),
     ({"warp": "flow", "latent": "gaussian", "latent_size": 4}, 0.5),  # draws between steps
     ({"latent": "gaussian", "latent_size": 4}, 1.0),
 ], ids=["flow", "flow-p0", "flow-p0.9", "flow-p1", "scratch", "gru-conv", "transformer",

@@ -18,7 +18,7 @@ from world_models.metrics import (
     psnr_per_frame,
 )
 from world_models.models.latent import PersistentNoise
-from world_models.models.sampling import unroll
+from world_models.models.sampling import fed_back, unroll
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -108,13 +108,14 @@ def predictions_and_scores(model: nn.Module, frames: torch.Tensor, actions: torc
 def dream_step(model: nn.Module, frame: torch.Tensor, action: torch.Tensor, state=None,
                own_steps: int = 0):
     """One step of a rollout driven live: frame [B, 3, H, W], action [B, A] -> the next frame
-    [B, 3, H, W] and the state to pass back. The frame is clamped to [0, 1] first, as
-    autoregressive() clamps what it feeds back. own_steps: how many steps the model has fed on
-    its own predictions (0 for the true start frame), for a model that reads it."""
+    [B, 3, H, W] and the state to pass back. The frame is fed as autoregressive() feeds back
+    a prediction (sampling.fed_back: clamped, and rounded with model.feedback=uint8).
+    own_steps: how many steps the model has fed on its own predictions (0 for the true start
+    frame), for a model that reads it."""
     device = model_device(model)
     own = {"own_steps": own_steps} if getattr(model, "counts_own_steps", False) else {}
     with evaluating(model):
-        next_frame, state = model(frame.clamp(0.0, 1.0)[:, None].to(device),
+        next_frame, state = model(fed_back(model, frame)[:, None].to(device),
                                   action[:, None].to(device), state, **own)
     return next_frame[:, 0], state
 

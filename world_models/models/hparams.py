@@ -46,6 +46,7 @@ class ModelSettings:
     kl_weight: float = 1e-5
     kl_warmup: float = 0.5
     compile: bool = False
+    feedback: str = "float"
 
     def __post_init__(self):
         self.frame_shape = tuple(self.frame_shape)
@@ -103,6 +104,7 @@ def check_parts(s: ModelSettings) -> None:
     """The core, codec and warp exist, and their sizes and rates can work."""
     from world_models.models.cores import CORES
     from world_models.models.frames import FRAME_CODECS
+    from world_models.models.sampling import FEEDBACK
     from world_models.models.warps import WARPS, Fade
 
     if s.core not in CORES:
@@ -140,6 +142,9 @@ def check_parts(s: ModelSettings) -> None:
     if s.still_grid < 1 or any(size % s.still_grid for size in s.frame_shape[1:]):
         raise UserError(f"model.still_grid: expected >= 1 and dividing the frame's sides "
                         f"{list(s.frame_shape[1:])} (data.resolution), got {s.still_grid}")
+    if s.feedback not in FEEDBACK:
+        raise UserError(f"model.feedback: expected one of {', '.join(FEEDBACK)}, "
+                        f"got '{s.feedback}'")
     if s.fade_frame not in Fade.FRAMES:
         raise UserError(f"model.fade_frame: expected one of {', '.join(Fade.FRAMES)}, "
                         f"got '{s.fade_frame}'")

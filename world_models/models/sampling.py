@@ -98,8 +98,8 @@ def unroll(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor, contex
     frames [B, >=context, 3, H, W] (only the first ``context`` are read), actions [B, T, A] ->
     the predictions of frames 1..T, [B, T, 3, H, W], unclamped. The predictions of frames
     1..context come from true frames in one call; from frame context+1 on the model sees only
-    what it painted, clamped to [0, 1] (a frame never leaves it, and an overshoot fed back
-    would compound). With ``detach`` no gradient flows through the fed-back frames.
+    what it painted, as ``fed_back`` makes it (clamped, and rounded to 8 bits with
+    model.feedback=uint8). With ``detach`` no gradient flows through the fed-back frames.
     A model with ``counts_own_steps`` is told, at each step, how many steps it has been feeding
     on its own predictions. ``latent`` goes to a model with a latent (models/latent.py):
     ``noise``, a generator to sample with, and in training ``targets``, the true frames 1..T
@@ -111,7 +111,7 @@ def unroll(model: nn.Module, frames: torch.Tensor, actions: torch.Tensor, contex
                                **latent_step(latent, 0, context))  # [B, context, ...]
     predictions = [next_frames]
     for t in range(context, steps):
-        frame = next_frames[:, -1:].clamp(0.0, 1.0)  # [B, 1, 3, H, W]
+        frame = fed_back(model, next_frames[:, -1:])  # [B, 1, 3, H, W]
         frame = frame.detach() if detach else frame
         own = {"own_steps": t - context + 1} if counts else {}
         next_frames, state = model(frame, actions[:, t : t + 1], state, **own,
@@ -126,6 +126,22 @@ def latent_step(latent: dict, start: int, stop: int) -> dict:
     if "targets" in step:
         step["targets"] = step["targets"][:, start:stop]
     return step
+
+
+FEEDBACK = ("float", "uint8")
+
+
+def fed_back(model: nn.Module, frame: torch.Tensor) -> torch.Tensor:
+    """A predicted frame as the model is fed it back: clamped to [0, 1] (a frame never leaves
+    it, and an overshoot fed back would compound) and, with model.feedback=uint8, rounded to
+    the 8-bit levels the true frames come in. Rounded, a change under half a level (a still
+    scene's leak of a fade or a flow) does not reach the next step, so it cannot add up over
+    a long rollout; the gradient passes the rounding as if it were not there."""
+    frame = frame.clamp(0.0, 1.0)
+    hparams = getattr(model, "hparams", {})
+    if hparams.get("feedback", "float") == "uint8":
+        frame = frame + ((frame * 255).round() / 255 - frame).detach()
+    return frame
 
 
 OWN_STEP_FEATURES = 2

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from world_models.models.latent import RecordedNoise, not_recording
-from world_models.models.sampling import latent_step
+from world_models.models.sampling import fed_back, latent_step
 
 
 def scheduled_rollout(model: nn.Module, frames: Tensor, actions: Tensor, prob: float,
@@ -31,7 +31,7 @@ def scheduled_rollout(model: nn.Module, frames: Tensor, actions: Tensor, prob: f
 
     Frame 0 is always the true one; from step 1 on each sequence draws (from ``generator``, on
     the CPU, one torch.rand(B) per step) whether to see the true frame t (probability ``prob``)
-    or its own prediction of it, clamped to [0, 1] as in rollout.autoregressive. Returns
+    or its own prediction of it, as sampling.fed_back makes it (as rollout.autoregressive). Returns
     [B, T, 3, H, W], unclamped, with gradients: through the core's state across steps, but not
     through the fed-back frames. ``latent``: targets and noise for a model with a latent, as
     for sampling.unroll; its noise is drawn in pass 1, between the steps' draws as step by
@@ -81,7 +81,7 @@ def _fed_back_frames(model, frames, actions, use_true, latent, gates) -> Tensor:
             rows = slice(None) if len(own) == B else own
             painted = model.paint(features[rows, -1:], inputs[rows, t - 1 : t],
                                   _steps(clock, t - 1, t, rows))  # [N, 1, 3, H, W]
-            inputs[rows, t] = painted[:, 0].clamp(0.0, 1.0)
+            inputs[rows, t] = fed_back(model, painted[:, 0])
             start = t
     return inputs
 
@@ -104,7 +104,7 @@ def _fed_back_with_latent(model, frames, actions, prob, generator, latent, gates
             if t > 0:
                 masks.append(torch.rand(B, generator=generator) < prob)
                 frames_in.append(torch.where(masks[-1].to(frames.device).view(B, 1, 1, 1, 1),
-                                             frames[:, t : t + 1], next_frame.clamp(0.0, 1.0)))
+                                             frames[:, t : t + 1], fed_back(model, next_frame)))
             next_frame, state = model(frames_in[-1], actions[:, t : t + 1], state, **record,
                                       **latent_step({**latent, "noise": noise}, t, t + 1))
     replay = {**latent, "noise": noise.replay()}
@@ -170,7 +170,7 @@ def stepwise_scheduled_rollout(model: nn.Module, frames: Tensor, actions: Tensor
     for t in range(T):
         if t > 0:
             use_true = torch.rand(B, generator=generator) < prob  # [B], one draw per sequence
-            own = predictions[-1].detach().clamp(0.0, 1.0)  # [B, 1, 3, H, W]
+            own = fed_back(model, predictions[-1].detach())  # [B, 1, 3, H, W]
             frame = torch.where(use_true.to(frames.device).view(B, 1, 1, 1, 1),
                                 frames[:, t : t + 1], own)
         next_frame, state = model(frame, actions[:, t : t + 1], state,
