@@ -1,6 +1,7 @@
 """Train a world model: `python train.py [key=value ...]` (make train)."""
 
 import os
+import sys
 
 import hydra
 
@@ -24,5 +25,13 @@ def main(cfg) -> float | None:
     return objective_value(results, cfg.objective, required=sweeper_records_failures())
 
 
+@exit_on_user_error
+def check_run_dir(words: list[str]) -> None:
+    from world_models.runs import check_run_dir_word
+
+    check_run_dir_word(words)  # before Hydra writes this run's config into the directory
+
+
 if __name__ == "__main__":
+    check_run_dir(sys.argv[1:])
     run_hydra_app(main)

@@ -15,6 +15,8 @@ A run directory (<paths.log_dir>/train/<time>/, or a sweep's job directory) hold
 
 import csv
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from world_models.errors import UserError
 
 RESULTS = "results.json"
+LOCK = ".training.lock"  # the pid of the training writing to the run directory
 SUMMARY = "summary.json"
 ROLLOUT_METRICS = "rollout_metrics.csv"
 EVALUATION = "evaluate"
@@ -67,6 +70,77 @@ def run_overrides(run_dir) -> list[str]:
 
 def is_finished(run_dir) -> bool:
     return (Path(run_dir) / RESULTS).is_file()
+
+
+def check_free(run_dir) -> None:
+    """Refuse, in one line, a run directory a training must not write to: one that holds a
+    finished run (its checkpoints and results would be overwritten), or one that a live
+    training is writing to (both would write the same checkpoints and logs; one crashed at its
+    end on the other's CSV rows)."""
+    run_dir = Path(run_dir)
+    if is_finished(run_dir):
+        raise UserError(f"hydra.run.dir: '{run_dir}' holds a finished run ({RESULTS}); "
+                        "training there would overwrite it: give another directory")
+    holder = _holder(run_dir / LOCK)
+    if holder is not None:
+        raise UserError(f"hydra.run.dir: '{run_dir}' is in use by another training "
+                        f"(pid {holder}): give each run its own directory")
+
+
+def is_ddp_worker() -> bool:
+    """A process Lightning's DDP launched beside the one the user started."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0
+
+
+def check_run_dir_word(words: list[str]) -> None:
+    """train.py, before Hydra writes the run's config into its directory: check_free the
+    directory a `hydra.run.dir=...` word names (the default is a new timestamped one)."""
+    if is_ddp_worker() or {"-m", "--multirun"} & set(words):
+        return
+    for word in words:
+        if word.lstrip("+").startswith("hydra.run.dir="):
+            check_free(word.split("=", 1)[1])
+
+
+@contextmanager
+def claimed(run_dir):
+    """Hold `run_dir` for one training while the block runs (check_free first); a lock left
+    by a training that died is taken over. DDP's worker processes share their launcher's."""
+    if is_ddp_worker():
+        yield
+        return
+    run_dir = Path(run_dir)
+    check_free(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK
+    lock.unlink(missing_ok=True)  # check_free found no live holder
+    try:
+        with open(lock, "x") as f:
+            f.write(f"{os.getpid()}\n")
+    except FileExistsError:  # another training claimed it just now
+        check_free(run_dir)
+        raise
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _holder(lock: Path) -> int | None:
+    """The pid in a lock file if that process is alive (and not this one), else None."""
+    try:
+        pid = int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return pid
 
 
 def is_evaluated(run_dir) -> bool:

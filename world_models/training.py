@@ -107,6 +107,11 @@ def check_config(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict:
     """Fit and test one model as `cfg` says; return (and write) its results."""
     check_config(cfg)
+    with runs.claimed(cfg.paths.output_dir):  # one training per run directory
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict:
     ckpt_path = runs.resolve_ckpt_path(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = CarRacingDataModule.from_config(cfg)
