@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run, then the issue's ratios from that run together.
 
 Runs bench_env.py (the simulator, collection), bench_train.py (the cores, Lightning's loop),
-bench_sampling.py (open loop and scheduled sampling against teacher forcing) and bench_data.py
+bench_sampling.py (open loop and scheduled sampling against teacher forcing), bench_losses.py
+(the open-loop step's loss terms and flow warp against what they replaced) and bench_data.py
 (the DataLoader against a raw gather, DDP memory, a dataset above a memory cap), each in its own
 process with OMP_NUM_THREADS=1 unless set, and prints their output as it comes. A line with a
 **bold** figure is a ratio of the issue; they are printed again at the end, with the machine,
@@ -16,7 +17,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_env.py", "bench_train.py", "bench_sampling.py", "bench_data.py")
+SCRIPTS = ("bench_env.py", "bench_train.py", "bench_sampling.py", "bench_losses.py",
+           "bench_data.py")
 
 
 def cpu_name() -> str:
