@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT, cli_env, compose_config, run_cli
+from world_models.data import claims
 from world_models.data.card import dataset_card
 from world_models.data.collection import CollectSpec, collect, collect_from_config, downsample
 from world_models.data.episodes import episode_files, read_episode, write_episode
@@ -171,6 +172,21 @@ def test_a_claim_of_a_process_that_is_gone_is_taken_over(tmp_path):
     gone.wait()
     claim = tmp_path / ".episode_00000.claim"
     claim.write_text(f"{socket.gethostname()} {gone.pid}\n")
+    stats = collect(spec(tmp_path), num_episodes=1, workers=1, progress=False)
+    assert stats["recorded"] == 1 and len(episode_files(tmp_path)) == 1
+    assert not claim.exists()
+
+
+def test_a_claim_left_empty_is_taken_over_once_old(tmp_path):
+    """A worker killed between creating its claim and writing its name into it leaves an empty
+    claim: held while it may still be written, taken over once it is older than that (a rerun
+    waited for it without end)."""
+    claim = tmp_path / ".episode_00000.claim"
+    claim.touch()
+    assert claims.held(tmp_path, 0)  # just created: its writer may be about to fill it
+    past = time.time() - claims.UNWRITTEN_AFTER - 1
+    os.utime(claim, (past, past))
+    assert not claims.held(tmp_path, 0)
     stats = collect(spec(tmp_path), num_episodes=1, workers=1, progress=False)
     assert stats["recorded"] == 1 and len(episode_files(tmp_path)) == 1
     assert not claim.exists()

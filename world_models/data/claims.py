@@ -10,6 +10,7 @@ its collector removes it (delete it by hand if that machine died).
 
 import os
 import socket
+import time
 from pathlib import Path
 
 from world_models.data.episodes import remove_quietly
@@ -23,11 +24,23 @@ def _owner() -> str:
     return f"{socket.gethostname()} {os.getpid()}\n"
 
 
+# A claim is written the instant after it is created; one still empty after this many seconds
+# lost its writer in between (a worker killed by pool.terminate() at that instant): it would
+# otherwise be held forever, and a rerun waited for it without end.
+UNWRITTEN_AFTER = 10.0
+
+
 def is_stale(path: Path) -> bool:
-    """True if the process that wrote the claim at `path` is known to be gone."""
+    """True if the process that wrote the claim at `path` is known to be gone, or the claim
+    was never written (empty for UNWRITTEN_AFTER seconds)."""
     try:
         host, pid = path.read_text().split()
-    except (OSError, ValueError):  # gone, or being written this instant
+    except ValueError:  # empty: being written this instant, or never will be
+        try:
+            return time.time() - path.stat().st_mtime > UNWRITTEN_AFTER
+        except OSError:  # gone
+            return False
+    except OSError:  # gone
         return False
     return host == socket.gethostname() and pid.isdigit() and _pid_is_gone(int(pid))
 
