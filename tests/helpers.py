@@ -38,8 +38,14 @@ def run_cli(*args, timeout: float = 300, **env: str) -> subprocess.CompletedProc
     """`python *args` in the repository root, as a user would type it (extra environment
     variables as keywords); the CompletedProcess, its output captured as text. The one way the
     tests run a command line."""
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=cli_env(**env),
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=cli_env(**env),
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as err:  # what it had printed when it hung, to see where
+        said = {name: text.decode(errors="replace") if isinstance(text, bytes) else text or ""
+                for name, text in (("stdout", err.stdout), ("stderr", err.stderr))}
+        raise AssertionError(f"{err}; its stdout ended: {said['stdout'][-2000:]!r}; "
+                             f"its stderr ended: {said['stderr'][-2000:]!r}") from None
 
 
 def compose_config(name: str, *overrides: str) -> DictConfig:
