@@ -113,13 +113,16 @@ def claimed(run_dir):
     check_free(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK
-    lock.unlink(missing_ok=True)  # check_free found no live holder
-    try:
-        with open(lock, "x") as f:
-            f.write(f"{os.getpid()}\n")
-    except FileExistsError:  # another training claimed it just now
-        check_free(run_dir)
-        raise
+    for attempt in range(2):
+        try:
+            with open(lock, "x") as f:  # exactly one process can create it
+                f.write(f"{os.getpid()}\n")
+            break
+        except FileExistsError:
+            check_free(run_dir)  # a live training holds it: refused
+            if attempt:
+                raise
+            lock.unlink(missing_ok=True)  # its training died: take the directory over
     try:
         yield
     finally:
