@@ -101,6 +101,34 @@ def test_within_the_bound_the_gate_is_a_plain_sigmoid_to_the_bit():
         assert grad == pytest.approx(2 * (plain - 1) * plain * (1 - plain), rel=1e-5)
 
 
+def test_a_floor_shuts_cells_open_less_than_it_exactly_and_keeps_their_gradient():
+    """model.still_floor=0.05: a cell open 0.047 (logit -3) passes its part of the frame on to
+    the bit, one open 0.12 (logit -2) is the plain gate; the shut cell's logit still gets the
+    sigmoid's gradient (of the loss of the shut output), so it can open again."""
+    frames, actions = batch(L=4)
+    floored = moving(make_model(still=True, still_grid=2, still_floor=0.05))
+    plain = moving(make_model(still=True, still_grid=2))
+    outputs, grads = [], []
+    for model in (floored, plain):
+        with torch.no_grad():
+            model.still.head.bias.copy_(torch.tensor([-3.0, -2.0, -3.0, -2.0]))
+        got, _ = model(frames[:, :-1], actions[:, :3])
+        ((got - frames[:, 1:]) ** 2).mean().backward()
+        outputs.append(got)
+        grads.append(model.still.head.bias.grad)
+    inputs = frames[:, :-1]
+    assert torch.equal(outputs[0][..., :, :4], inputs[..., :, :4])  # left cells: shut, exact
+    assert (outputs[1][..., :, :4] - inputs[..., :, :4]).abs().max() > 1e-3  # plain: creeps
+    assert torch.equal(outputs[0][..., :, 4:], outputs[1][..., :, 4:])  # right cells: as plain
+    torch.testing.assert_close(grads[0][1::2], grads[1][1::2])  # the open cells': as plain
+    assert grads[0][::2].abs().min() > 1e-4  # the shut cells': not cut off
+
+
+def test_a_floor_outside_0_to_1_is_refused():
+    with pytest.raises(UserError, match=r"model.still_floor: expected 0 <= floor < 1, got 1.5"):
+        make_model(still=True, still_floor=1.5)
+
+
 @pytest.mark.parametrize("fade", [True, False])
 def test_the_still_gate_learns_at_the_base_rate_and_the_fade_fast(fade):
     model = make_model(still=True, fade=fade, lr=1e-3, fade_lr_scale=30.0)

@@ -41,6 +41,7 @@ class ModelSettings:
     still: bool = False
     still_lr_scale: float = 1.0
     still_grid: int = 1
+    still_floor: float = 0.0
     latent: str = "none"
     latent_size: int = 16
     kl_weight: float = 1e-5
@@ -142,6 +143,8 @@ def check_parts(s: ModelSettings) -> None:
     if s.still_grid < 1 or any(size % s.still_grid for size in s.frame_shape[1:]):
         raise UserError(f"model.still_grid: expected >= 1 and dividing the frame's sides "
                         f"{list(s.frame_shape[1:])} (data.resolution), got {s.still_grid}")
+    if not 0 <= s.still_floor < 1:
+        raise UserError(f"model.still_floor: expected 0 <= floor < 1, got {s.still_floor}")
     if s.feedback not in FEEDBACK:
         raise UserError(f"model.feedback: expected one of {', '.join(FEEDBACK)}, "
                         f"got '{s.feedback}'")

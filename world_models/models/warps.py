@@ -148,9 +148,9 @@ class StillGate(nn.Module):
     need not keep the rest (a standing car's scene) changing with it."""
 
     def __init__(self, hidden_size: int, frame_shape: tuple[int, int, int] = (3, 32, 32),
-                 grid: int = 1) -> None:
+                 grid: int = 1, floor: float = 0.0) -> None:
         super().__init__()
-        self.size, self.grid = tuple(frame_shape[1:]), grid
+        self.size, self.grid, self.floor = tuple(frame_shape[1:]), grid, float(floor)
         self.head = nn.Linear(hidden_size, grid * grid)
         nn.init.zeros_(self.head.weight)
         nn.init.constant_(self.head.bias, 4.6)  # sigmoid(4.6) = 0.99
@@ -176,7 +176,10 @@ class StillGate(nn.Module):
 
     def opening(self, hidden: Tensor) -> Tensor:
         """hidden [B, T, Hd] -> how much of its change the model makes, [B, T, grid^2]."""
-        return torch.sigmoid(InwardBound.apply(self.head(hidden), self.BOUND))
+        moving = torch.sigmoid(InwardBound.apply(self.head(hidden), self.BOUND))
+        if self.floor > 0:  # shut below the floor; the gradient as if it were not
+            moving = moving + (moving * (moving >= self.floor) - moving).detach()
+        return moving
 
     def forward(self, hidden: Tensor, frames: Tensor, picture: Tensor) -> Tensor:
         """hidden [B, T, Hd], frames and picture [B, T, 3, H, W] -> the gated picture."""

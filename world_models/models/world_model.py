@@ -64,8 +64,8 @@ class WorldModel(L.LightningModule):
         self.gate = KeepGate(self.frame_shape, s.hidden_size, s.fill) if s.gate else None
         self.fade = (Fade(self.frame_shape, s.hidden_size, OWN_STEP_FEATURES,
                           learn_frame=s.fade_frame == "learned") if s.fade else None)
-        self.still = (StillGate(s.hidden_size, self.frame_shape, s.still_grid) if s.still
-                      else None)
+        self.still = (StillGate(s.hidden_size, self.frame_shape, s.still_grid, s.still_floor)
+                      if s.still else None)
         self.latent = (GaussianLatent(s.hidden_size, self.encoder.output_size, s.latent_size)
                        if s.latent == "gaussian" else None)  # models/latent.py
         if s.residual or self.warp is not None:  # an untrained residual model copies the last
