@@ -85,7 +85,7 @@ def test_mean_frame(tmp_path):
     assert dm.mean_frame()[0, 0, 0].item() == pytest.approx(values.mean() / 255, rel=1e-5)
 
 
-def test_prepare_data_collects_when_the_directory_is_missing(tmp_path):
+def test_prepare_data_collects_when_the_directory_is_missing(tmp_path, capsys):
     cfg = OmegaConf.create({
         "seed": 0,
         "data": {"dir": str(tmp_path / "new"), "num_episodes": 3, "episode_steps": 8,
@@ -96,6 +96,9 @@ def test_prepare_data_collects_when_the_directory_is_missing(tmp_path):
     dm = CarRacingDataModule(cfg.data.dir, seq_len=4, split=[0.34, 0.33, 0.33],
                              collect_config=cfg)
     dm.prepare_data()
+    assert "collected 3 episodes" in capsys.readouterr().out
+    dm.prepare_data()  # as the Trainer calls it again after train.py: nothing to say twice
+    assert capsys.readouterr().out == ""
     dm.setup()
     assert len(episode_files(tmp_path / "new")) == 3
     assert dm.frame_shape == (3, 32, 32)

@@ -109,6 +109,7 @@ class CarRacingDataModule(L.LightningDataModule):
         self.collect, self.collect_config, self.cache = collect, collect_config, cache
         self.episodes: dict[str, list[Episode]] = {}
         self.datasets: dict[str, WindowDataset] = {}
+        self.prepared = False  # train.py prepares before the Trainer does: once is enough
 
     @classmethod
     def from_config(cls, cfg) -> "CarRacingDataModule":
@@ -134,6 +135,8 @@ class CarRacingDataModule(L.LightningDataModule):
         the missing episodes of one we collected (a card.json); others are read as they are."""
         from world_models.data.card import read_card
 
+        if self.prepared:
+            return
         has_episodes = self.dir.is_dir() and bool(episode_files(self.dir))
         collecting = self.collect and self.collect_config is not None
         if not has_episodes and not collecting:
@@ -147,6 +150,7 @@ class CarRacingDataModule(L.LightningDataModule):
             collect_from_config(self.collect_config)
         if self.cache:  # built here once per machine (Lightning's local rank 0), read by all
             cached_episodes(self.dir, dataset_files(self.dir))
+        self.prepared = True
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
