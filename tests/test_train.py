@@ -137,6 +137,7 @@ def test_lightning_info_lines_are_printed_once_and_kept_in_train_log(runs):
     ok(proc)
     console = proc.stdout + proc.stderr
     assert console.count("GPU available") == 1, console[-3000:]
+    assert "litlogger" not in console and "LeafSpec" not in console  # others' noise, filtered
     assert "GPU available" in (run_dir / "train.log").read_text()
 
 

@@ -1,7 +1,9 @@
 """Build every object from the composed config, fit, test, and write the run's results."""
 
+import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -20,6 +22,13 @@ from world_models.metrics import window_baselines
 from world_models.models.hparams import MODEL_KEYS, ModelSettings
 from world_models.models.world_model import WorldModel
 from world_models.settings import check_known, check_types
+
+# Two lines in every run that say nothing about it: Lightning's advert for its cloud logger, and
+# torch's notice that a pytree class Lightning still uses is deprecated.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip"))
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                        FutureWarning)
 
 
 class Throughput(Callback):
