@@ -54,8 +54,9 @@ def ok(run):
 
 
 def test_fast_runs_one_batch_of_each_stage_and_the_rollout_without_checkpoints(runs):
-    run_dir, _ = ok(runs("fast"))
+    run_dir, printed = ok(runs("fast"))
     results = json.loads((run_dir / "results.json").read_text())
+    assert "(no checkpoints)" in printed and "checkpoint: " not in printed
     assert results["optimizer_steps"] == 1
     assert results["test_mse"] > 0
     assert (run_dir / "rollouts" / "epoch000_grid.png").stat().st_size > 0

@@ -81,7 +81,9 @@ def test_spread_is_the_mean_pairwise_mse_of_the_manoeuvres_frames():
     assert list(table) == ["step_5", "step_10"]
     assert table["step_5"]["simulator"] == pytest.approx((0.01 + 0.09 + 0.04) / 3)
     assert table["step_5"]["model"] == 0.0 and table["step_10"]["simulator"] == 0.0
-    assert "step 5 0.00x" in format_spread(table)
+    assert "step 5 0x" in format_spread(table)
+    table["step_5"]["model"] = 0.0012 * table["step_5"]["simulator"]  # parting, a little
+    assert "step 5 0.0012x" in format_spread(table)
 
 
 def test_manoeuvres_drive_the_simulator_and_the_model_differently(ckpt, tiny_data):

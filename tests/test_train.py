@@ -130,6 +130,7 @@ def test_train_end_to_end(runs, name):
     tested = [float(row["test/loss"]) for row in rows if row["test/loss"]]
     assert tested == [pytest.approx(r["test_mse"])]
     assert f"results: {run_dir / 'results.json'}" in proc.stdout
+    assert f"checkpoint: {r['checkpoint']}" in proc.stdout  # what make evaluate CKPT= takes
 
 
 def test_lightning_info_lines_are_printed_once_and_kept_in_train_log(runs):

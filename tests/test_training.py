@@ -89,6 +89,9 @@ def test_training_reduces_the_train_loss(tiny_data, core, protocol):
 @pytest.mark.parametrize("overrides,words", [
     (["model=nope"], ["Could not find 'model/nope'", "builtin", "scratch", "imagine"]),
     (["model.bogus=1"], ["model.bogus: no such setting"]),
+    (["model.hiden_size=64"], ["model.hiden_size: no such setting; did you mean "
+                               "model.hidden_size?"]),
+    (["trainer.max_epoch=3"], ["did you mean trainer.max_epochs?"]),
     (["model.lr=["], ["'model.lr=['"]),
 ])
 def test_a_config_hydra_cannot_compose_is_named_in_one_line(overrides, words):
@@ -100,6 +103,7 @@ def test_a_config_hydra_cannot_compose_is_named_in_one_line(overrides, words):
     assert "\n" not in line
     for word in words:
         assert word in line, (word, line)
+    assert ("did you mean" in line) == any("did you mean" in word for word in words)
 
 
 def test_checkpoint_of_another_size_does_not_fit(tiny_run, tiny_data, tmp_path):

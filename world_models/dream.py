@@ -150,7 +150,8 @@ def spread(results: dict, steps=(5, 10, 25, 50)) -> dict:
 def format_spread(table: dict) -> str:
     if not table:
         return "manoeuvre spread: needs two manoeuvres"
-    parts = ", ".join(f"step {k[5:]} {v['model'] / max(v['simulator'], 1e-12):.2f}x"
+    # .2g: an untrained model's manoeuvres barely part (0.0012x), a trained one's near 1x
+    parts = ", ".join(f"step {k[5:]} {v['model'] / max(v['simulator'], 1e-12):.2g}x"
                       for k, v in table.items())
     return f"how far the model's manoeuvres part, against the simulator's: {parts}"
 

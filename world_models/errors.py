@@ -106,7 +106,7 @@ def composition_error(err: Exception) -> str:
     cause = err.__cause__
     key = getattr(cause, "full_key", None) if isinstance(cause, OmegaConfBaseException) else None
     if key and isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-        return f"{key}: no such setting"
+        return f"{key}: no such setting{_did_you_mean(cause)}"
     if key:
         return f"{key}: {str(cause.msg).strip().splitlines()[0]}"
     lines = [line.strip() for line in str(err).split("Config search path")[0].splitlines()
@@ -118,3 +118,17 @@ def composition_error(err: Exception) -> str:
     if options is not None:  # a group option that does not exist: list the ones that do
         lines = [*lines[:options], f"{lines[options]} {', '.join(lines[options + 1:])}"]
     return "; ".join(lines)
+
+
+def _did_you_mean(cause) -> str:
+    """'; did you mean model.hidden_size?' for a key a letter or two from one that exists."""
+    import difflib
+
+    parent, name = getattr(cause, "parent_node", None), getattr(cause, "key", None)
+    if parent is None or not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, [str(k) for k in parent.keys()], n=1, cutoff=0.75)
+    if not close:
+        return ""
+    prefix = str(cause.full_key)[: -len(name)]
+    return f"; did you mean {prefix}{close[0]}?"

@@ -140,8 +140,10 @@ def _train(cfg: DictConfig) -> dict:
     results = results_of(cfg, model, datamodule, fitted, out_dir)
     path = runs.write_results(out_dir, results)
     print(format_results(results))
-    print(f"results: {path}  checkpoints: {out_dir / 'checkpoints'}  "
-          f"logs: {out_dir}")
+    # the checkpoint it tested, for make evaluate CKPT=...; none under debug=fast
+    tested = results["checkpoint"]
+    print(f"results: {path}  " + (f"checkpoint: {tested}" if tested else "(no checkpoints)")
+          + f"  logs: {out_dir}")
     return results
 
 
@@ -153,7 +155,11 @@ def fit_and_test(cfg: DictConfig, model: WorldModel, datamodule, ckpt_path) -> d
     loggers = build_loggers(cfg)
     for logger in loggers:  # the whole run config (seed, data, trainer), not just the model's
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # a dataset of fewer batches an epoch than the logging interval (data=tiny) logs every step
+    batches = -(-len(datamodule.datasets["train"]) // datamodule.batch_size)
+    every = max(1, min(int(cfg.trainer.get("log_every_n_steps", 50)), batches))
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      log_every_n_steps=every)
     try:
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -233,13 +239,15 @@ def model_label(model: DictConfig) -> str:
 
 def format_results(r: dict) -> str:
     b = r["baselines"]
-    best_val = "n/a" if r["best_val_mse"] is None else f"{r['best_val_mse']:.3g}"
+    # with no checkpoint_monitor the last epoch is tested: there is no best to name
+    tested = ("the last epoch" if r["best_val_mse"] is None
+              else f"the epoch with the best val MSE, {r['best_val_mse']:.3g}")
     verdict = "beats" if r["test_mse"] < b["copy_last"] else "does NOT beat"
     return (
         f"{r.get('model', r['core'])} ({r['protocol']}, {r['parameters']:,} parameters, "
         f"{r['epochs']} epochs, "
-        f"{r['train_frames_per_s']:.0f} frames/s): test MSE {r['test_mse']:.3g}, "
-        f"best val MSE {best_val}"
+        f"{r['train_frames_per_s']:.0f} frames/s): test MSE {r['test_mse']:.3g} "
+        f"({tested})"
         f"\nbaselines on the same test windows: copy last frame {b['copy_last']:.3g}, "
         f"mean training frame {b['mean_frame']:.3g}; the model {verdict} copying the last frame "
         f"({r['ratio_to_copy_last']:.3g}x)"

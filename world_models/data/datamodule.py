@@ -221,7 +221,9 @@ class CarRacingDataModule(L.LightningDataModule):
         return float_batch(batch)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        # trainer.overfit_batches (debug=overfit) trains on the first batches, in order
+        overfitting = bool(getattr(self.trainer, "overfit_batches", 0)) if self.trainer else False
+        return self._loader("train", shuffle=not overfitting)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
