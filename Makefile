@@ -67,8 +67,7 @@ tune: $(STAMP)
 # The model's dream beside the simulator: make dream CKPT=... [mode=interactive]. A window
 # needs the real display: drop the dummy video driver exported above, unless it was yours.
 dream: $(STAMP)
-	$(if $(and $(filter mode=interactive,$(MAKEOVERRIDES)),$(filter file,$(origin SDL_VIDEODRIVER))),env -u SDL_VIDEODRIVER) \
-		$(PY) dream.py ckpt=$(CKPT) $(HYDRA_ARGS)
+	$(if $(and $(filter mode=interactive,$(MAKEOVERRIDES)),$(filter file,$(origin SDL_VIDEODRIVER))),env -u SDL_VIDEODRIVER )$(PY) dream.py ckpt=$(CKPT) $(HYDRA_ARGS)
 
 # Every benchmark in one run; the issue's ratios again at the end (docs/benchmarks.md).
 bench: $(STAMP)
