@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from world_models import ensembles, plots, runs
+from world_models.allocator import keep_freed_memory
 from world_models.checkpointing import check_checkpoint_file
 from world_models.data.datamodule import SPLITS, CarRacingDataModule
 from world_models.errors import UserError
@@ -165,6 +166,7 @@ def write_files(out_dir: Path, values, first, horizon: int, r: DictConfig, sampl
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate the checkpoint `cfg.ckpt` on `cfg.split` of `cfg.data.dir`; return the summary."""
     check_config(cfg)
+    keep_freed_memory()  # rollouts allocate and free as training steps do (allocator.py)
     out_dir = Path(cfg.paths.output_dir)
     model = load_model(cfg.ckpt)
     cfg, datamodule, sequences, horizon = evaluated_data(cfg, model)

@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from world_models import runs
+from world_models.allocator import keep_freed_memory
 from world_models.checkpointing import check_checkpoint_file
 from world_models.data.datamodule import CarRacingDataModule, check_split, float_batch
 from world_models.errors import UserError
@@ -116,6 +117,7 @@ def check_config(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict:
     """Fit and test one model as `cfg` says; return (and write) its results."""
     check_config(cfg)
+    keep_freed_memory()  # ~10% faster steps on glibc (world_models/allocator.py)
     with runs.claimed(cfg.paths.output_dir):  # one training per run directory
         return _train(cfg)
 
