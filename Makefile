@@ -19,11 +19,13 @@ STAMP := $(VENV)/.installed
 # Optional extras to add to .venv, e.g. make install EXTRAS=slurm (the submitit launcher).
 EXTRAS ?=
 
-# key=value words on the command line become Hydra overrides. make writes a space inside a
-# value as '\ ' (make evaluate CKPT="a b.ckpt"): such a value stays one quoted argument.
+# key=value words on the command line become Hydra overrides, except make's own variables and
+# the environment's WANDB_MODE and SDL_VIDEODRIVER (make puts command-line words in the
+# commands' environment). make writes a space inside a value as '\ ' (make evaluate
+# CKPT="a b.ckpt"): such a value stays one quoted argument.
 space := $(subst ,, )
 OVERRIDE_WORDS = $(subst \$(space),@@,$(MAKEOVERRIDES))
-HYDRA_ARGS = $(subst @@,$(space),$(foreach v,$(filter-out TORCH=% PYTHON=% TEST_WORKERS=% CKPT=% RUNS=% OUT=% EXTRAS=% STUDY=% DIR=%,$(OVERRIDE_WORDS)),'$(v)'))
+HYDRA_ARGS = $(subst @@,$(space),$(foreach v,$(filter-out TORCH=% PYTHON=% TEST_WORKERS=% CKPT=% RUNS=% OUT=% EXTRAS=% STUDY=% DIR=% SDL_VIDEODRIVER=% WANDB_MODE=%,$(OVERRIDE_WORDS)),'$(v)'))
 
 export SDL_VIDEODRIVER ?= dummy
 

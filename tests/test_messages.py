@@ -57,3 +57,13 @@ def test_make_keeps_a_path_with_a_space_one_argument():
     command = shlex.split(proc.stdout.strip().splitlines()[-1])  # as the shell splits it
     assert command[1] == "evaluate.py"
     assert sorted(command[2:]) == ["ckpt=runs/a b/last.ckpt", "data.dir=x y", "rollout.horizon=5"]
+
+
+def test_make_passes_environment_words_to_the_environment_not_to_hydra():
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    proc = subprocess.run(["make", "-n", "--no-print-directory", "train", "WANDB_MODE=offline",
+                           "SDL_VIDEODRIVER=dummy", "model=scratch"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    command = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert command[1:] == ["train.py", "model=scratch"]
