@@ -10,8 +10,10 @@ seeded random uint8 windows held in memory, so only the model is timed:
       second half of `make train` trains it;
   (b) experiment=flow_ss (the default before open-loop training) on its 10-frame windows: the
       teacher-forced step against the scheduled-sampling step, the true frame fed with
-      probability 0.5 (halfway through its decay): models/scheduled.py's two passes, and the
-      step-by-step rollout they replaced (the same loss and gradients).
+      probability 0.5 (halfway through its decay): models/scheduled.py's two passes with one
+      draw per step for the batch (train.scheduled_sampling.draw=batch, the experiment's) and
+      one per sequence and step (draw=sequence, train.yaml's), and the step-by-step rollout
+      the two passes replaced (the same loss and gradients).
 
 Frames/s = batch x predicted frames per window per step, from the median CPU time of this
 thread per step (other processes on a shared machine do not count), one thread; the steps of
@@ -111,14 +113,20 @@ def flow_ss_scheduled_sampling() -> dict[str, float]:
     def teacher_forced():
         return model.objective(model(frames[:, :-1], actions)[0], frames[:, 1:])
 
-    def scheduled(rollout=scheduled_rollout):
-        return model.objective(rollout(model, frames, actions, 0.5, generator), frames[:, 1:])
+    def scheduled(rollout=scheduled_rollout, draw="batch"):
+        return model.objective(rollout(model, frames, actions, 0.5, generator, draw),
+                               frames[:, 1:])
+
+    def per_sequence():
+        return scheduled(draw="sequence")
 
     def stepwise():
-        return scheduled(stepwise_scheduled_rollout)
+        return scheduled(stepwise_scheduled_rollout, "sequence")
 
-    return compare(model, {"teacher forcing": teacher_forced, "scheduled sampling": scheduled,
-                           "step by step": stepwise}, BATCH * actions.shape[1], SS_ROUNDS)
+    figures = compare(model, {"teacher forcing": teacher_forced, "per batch": scheduled,
+                              "per sequence": per_sequence, "step by step": stepwise},
+                      BATCH * actions.shape[1], SS_ROUNDS)
+    return {**figures, "draw": cfg.train.scheduled_sampling.draw}
 
 
 def main() -> dict[str, float]:
@@ -132,12 +140,14 @@ def main() -> dict[str, float]:
           f"steps + the teacher-forced term) {default['open loop']:,.0f}: ratio open loop / "
           f"teacher forcing **{ratio_ol:.2f}x**")
     flow = flow_ss_scheduled_sampling()
-    ratio_ss = flow["scheduled sampling"] / flow["teacher forcing"]
-    print(f"(b) experiment=flow_ss, 10-frame windows: teacher forcing "
-          f"{flow['teacher forcing']:,.0f} frames/s, scheduled sampling (p=0.5) "
-          f"{flow['scheduled sampling']:,.0f} (step by step {flow['step by step']:,.0f}, "
-          f"{flow['step by step'] / flow['teacher forcing']:.2f}x): ratio scheduled sampling / "
-          f"teacher forcing **{ratio_ss:.2f}x**")
+    tf = flow["teacher forcing"]
+    ratio_ss = flow[f"per {flow['draw']}"] / tf
+    print(f"(b) experiment=flow_ss, 10-frame windows: teacher forcing {tf:,.0f} frames/s, "
+          f"scheduled sampling (p=0.5) with a draw per batch {flow['per batch']:,.0f} "
+          f"({flow['per batch'] / tf:.2f}x), per sequence {flow['per sequence']:,.0f} "
+          f"({flow['per sequence'] / tf:.2f}x), step by step {flow['step by step']:,.0f} "
+          f"({flow['step by step'] / tf:.2f}x): ratio scheduled sampling (draw="
+          f"{flow['draw']}, the experiment's) / teacher forcing **{ratio_ss:.2f}x**")
     return {"open_loop/teacher_forcing": ratio_ol, "scheduled_sampling/teacher_forcing": ratio_ss}
 
 

@@ -212,7 +212,7 @@ def test_card_counts_motion(tmp_path):
     "override, message",
     [
         ("policy.name=nope",
-         "policy.name: unknown policy 'nope'; available: brownian, uniform, phases, slalom, mix"),
+         "policy.name: unknown policy 'nope'; available: brownian, uniform, phases, slalom, pilot, mix"),
         ("data.resolution=40", "data.resolution: expected a divisor of 96"),
         ("collect.env=nope", "collect.env: expected one of 'fast', 'stock'"),
         ("collect.shard=2", "collect.shard: expected 0 <= shard < num_shards=1"),
@@ -232,7 +232,7 @@ def test_bad_collect_settings_are_refused_naming_the_key(tmp_path, override, mes
 
 @pytest.mark.parametrize("override, message", [
     ("policy=nope", "error: In 'collect': Could not find 'policy/nope'; Available options in "
-                    "'policy': brownian, diverse, mix, phases, slalom, uniform"),
+                    "'policy': brownian, diverse, mix, mix_pilot, phases, pilot, slalom, uniform"),
     ("seed=abc", "error: seed: expected an integer, got 'abc'"),
 ])
 def test_bad_collect_settings_exit_with_one_line(tmp_path, override, message):

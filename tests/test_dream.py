@@ -44,6 +44,19 @@ def test_replay_rebuilds_a_collected_episode_byte_for_byte(tiny_data):
     assert np.array_equal(replay.drive(episode.actions), episode.frames)
 
 
+def test_replay_reaches_the_start_of_an_episode_the_pilot_drove(run_cli, tmp_path):
+    """The pilot reads the simulator, but not over the zoom frames: a replay reaches its
+    episodes' first frame from the seed and card alone, and their actions drive it on."""
+    proc = run_cli("-m", "world_models.collect", "data=tiny", "policy=pilot",
+                   "data.num_episodes=1", f"data.dir={tmp_path / 'pilot'}", "collect.workers=1",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = episode_files(tmp_path / "pilot")[0]
+    episode = read_episode(path)
+    assert np.array_equal(Replay(episode_start(path), make_env()).drive(episode.actions),
+                          episode.frames)
+
+
 def test_make_dream_script_writes_the_gif_grid_and_summary(cli_env, ckpt, tmp_path):
     actions = np.column_stack([np.linspace(-1, 1, 8), np.full(8, 0.3), np.zeros(8)])
     csv = tmp_path / "zigzag.csv"

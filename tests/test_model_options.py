@@ -293,6 +293,7 @@ BAD = [
     ({"scheduled_sampling": {**LINEAR, "schedule": "inverse_sigmoid", "k": 0.5}},
      "train.scheduled_sampling.k"),
     ({"scheduled_sampling": {**LINEAR, "warmup": 3}}, "train.scheduled_sampling.warmup"),
+    ({"scheduled_sampling": {**LINEAR, "draw": "step"}}, "train.scheduled_sampling.draw"),
     ({"scheduled_sampling": LINEAR, "protocol": "per_step"}, "train.scheduled_sampling.schedule"),
 ]
 

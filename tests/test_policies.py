@@ -86,3 +86,47 @@ def test_fidgeting_moves_the_car_less_than_driving_on_the_simulator():
 def test_bad_phases_are_refused_naming_the_key(phases):
     with pytest.raises(UserError, match=r"^policy.phases: expected 3 or 4 probabilities"):
         make_policy({"name": "phases", "phases": list(phases)}, np.random.default_rng(0))
+
+
+def distance_to_road(policy, steps=150, skip=50, seed=7) -> list[float]:
+    """The car's distance from the track's centre line at each recorded step of the real
+    simulator, driven by `policy` as collection drives it (observed from the first recorded
+    step on)."""
+    from world_models.envs import make_env
+    env = make_env("fast")
+    env.reset(seed=seed)
+    observe = getattr(policy, "observe", None)
+    points = np.asarray([(x, y) for *_, x, y in env.unwrapped.track])
+    distances = []
+    for t in range(skip + steps):
+        if t >= skip and observe is not None:
+            observe(env)
+        env.step(policy())
+        position = np.asarray(env.unwrapped.car.hull.position)
+        if t >= skip:
+            distances.append(float(np.sqrt(((points - position) ** 2).sum(1)).min()))
+    env.close()
+    return distances
+
+
+def test_the_pilot_keeps_to_the_road_where_blind_driving_leaves_it():
+    """On the real simulator: steering by what it observes, the pilot stays about the road (the
+    track is ~13 units wide; it cuts a corner by a few) while the same policy never observing
+    drives straight on and off the road (measured: mean 2.9 and at most 7.9 units from the
+    centre line, against up to 181)."""
+    config = {"name": "pilot", "speed": [25, 25], "wander": 0.0}
+    pilot = distance_to_road(make_policy(config, np.random.default_rng(1)))
+    blind = make_policy(config, np.random.default_rng(1))
+    blind.observe = None  # never sees the car: drives straight on
+    straight = distance_to_road(blind)
+    assert np.mean(pilot) < 4.0 and max(pilot) < 12.0, pilot
+    assert max(straight) > 3 * max(pilot), straight
+
+
+def test_the_pilot_draws_its_parameters_per_episode_and_drives_blind_before_it_observes():
+    """Before its first observation (the zoom frames, which a replay drives without the
+    simulator's state) it goes straight on, drawing from its generator as it will later."""
+    first, second = (make_policy({"name": "pilot"}, np.random.default_rng(s)) for s in (0, 1))
+    assert (first.speed, first.gain) != (second.speed, second.gain)
+    actions = np.stack([first() for _ in range(5)])
+    assert np.all(actions == np.array([0.0, 0.5, 0.0], np.float32))

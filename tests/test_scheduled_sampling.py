@@ -8,7 +8,11 @@ import torch
 
 from world_models.models.cores import CORES
 from world_models.models.latent import mean_kl
-from world_models.models.scheduled import scheduled_rollout, stepwise_scheduled_rollout
+from world_models.models.scheduled import (
+    scheduled_rollout,
+    sees_true,
+    stepwise_scheduled_rollout,
+)
 from world_models.models.world_model import WorldModel
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")  # no Trainer here
@@ -32,7 +36,7 @@ def make_batch(B: int = 5, L: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(B, L, *SHAPE, generator=g), torch.rand(B, L - 1, 3, generator=g) * 2 - 1
 
 
-def loss_and_grads(rollout, model, prob, seed=0):
+def loss_and_grads(rollout, model, prob, seed=0, draw="sequence"):
     """The objective (plus the KL of a latent) of one rollout, its gradients (the parameters'
     and the true frames') and the state of the generator after it."""
     frames, actions = make_batch()
@@ -42,11 +46,11 @@ def loss_and_grads(rollout, model, prob, seed=0):
               {"targets": frames[:, 1:].detach(), "noise": generator})
     model.zero_grad()
     if model.latent is None:
-        predicted = rollout(model, frames, actions, prob, generator, **latent)
+        predicted = rollout(model, frames, actions, prob, generator, draw, **latent)
         loss = model.objective(predicted, frames[:, 1:].detach())
     else:
         with model.latent.recording() as kl_terms:
-            predicted = rollout(model, frames, actions, prob, generator, **latent)
+            predicted = rollout(model, frames, actions, prob, generator, draw, **latent)
         loss = model.objective(predicted, frames[:, 1:].detach()) + mean_kl(kl_terms)
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
@@ -77,9 +81,42 @@ def test_every_core_takes_two_passes_as_step_by_step(core):
     assert_two_passes_equal_stepwise(make_model(core=core, warp="flow"), 0.5)
 
 
-def assert_two_passes_equal_stepwise(model, prob):
-    new = loss_and_grads(scheduled_rollout, model, prob)
-    old = loss_and_grads(stepwise_scheduled_rollout, model, prob)
+@pytest.mark.parametrize(("options", "prob"), [
+    ({"warp": "flow"}, 0.5), ({"warp": "flow"}, 0.0),
+    ({"warp": "flow", "latent": "gaussian", "latent_size": 4}, 0.5)], ids=["flow", "flow-p0",
+                                                                           "latent"])
+def test_a_draw_per_batch_takes_two_passes_as_step_by_step(options, prob):
+    assert_two_passes_equal_stepwise(make_model(**options), prob, draw="batch")
+
+
+def test_a_draw_per_batch_feeds_all_or_none_back_and_runs_fewer_steps():
+    """draw=batch: at each step every sequence sees the true frame or every one its own
+    prediction (one draw per step), and pass 1 advances the core once per step that feeds
+    back, not once per step where any sequence is fed back."""
+    generator = torch.Generator().manual_seed(4)
+    draws = [sees_true(6, 0.5, generator, "batch") for _ in range(20)]
+    assert all(d.all() or not d.any() for d in draws) and len({bool(d[0]) for d in draws}) == 2
+
+    model, (frames, actions) = make_model(warp="flow"), make_batch(B=6, L=12)
+    calls = {"sequence": 0, "batch": 0}
+    advance = model.advance
+    for draw in calls:
+        def counted(*args, draw=draw, **kwargs):
+            calls[draw] += 1
+            return advance(*args, **kwargs)
+
+        model.advance = counted
+        scheduled_rollout(model, frames, actions, 0.5, torch.Generator().manual_seed(4), draw)
+        del model.advance
+    steps = torch.Generator().manual_seed(4)
+    fed_steps = sum(bool(torch.rand(1, generator=steps) >= 0.5) for _ in range(1, 11))
+    assert 0 < fed_steps < 10
+    assert calls["batch"] == fed_steps + 1 < calls["sequence"]  # + pass 2's one call
+
+
+def assert_two_passes_equal_stepwise(model, prob, draw="sequence"):
+    new = loss_and_grads(scheduled_rollout, model, prob, draw=draw)
+    old = loss_and_grads(stepwise_scheduled_rollout, model, prob, draw=draw)
     torch.testing.assert_close(new[0], old[0], **TOL)
     torch.testing.assert_close(new[1], old[1], **TOL)
     assert new[2].keys() == old[2].keys() and len(old[2]) > 1

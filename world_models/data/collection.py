@@ -73,9 +73,12 @@ def record_episode(env, spec: CollectSpec, index: int) -> dict:
     frames, actions, rewards = [], [], []
     # The camera zooms in over the first second (50 frames) of every episode;
     # those frames show an animation, not driving, so they are not recorded.
+    observe = getattr(policy, "observe", None)  # a policy that reads the simulator
     for t in range(spec.skip_frames + spec.episode_steps):
-        action = policy()
         recording = t >= spec.skip_frames
+        if recording and observe is not None:
+            observe(env)
+        action = policy()
         if recording:
             frames.append(downsample(obs, spec.resolution))
             actions.append(action)

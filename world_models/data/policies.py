@@ -99,6 +99,48 @@ class SlalomPolicy:
         return np.array([steer, gas, 0.0], dtype=np.float32)
 
 
+class PilotPolicy:
+    """Drives along the road: steers towards the track a few tiles ahead of the nearest one
+    (pure pursuit) and holds a speed, both drawn per episode, with a brownian wander added to
+    the steering, so the car weaves, cuts corners and sometimes leaves the road and finds it
+    again. It reads the car and the track (``observe``, called by collection with the env
+    before each recorded step); before its first observation (the zoom frames) it drives
+    straight on, so a replay reaches an episode's start without it.
+    """
+
+    def __init__(self, rng: np.random.Generator, speed=(15.0, 45.0), lookahead=(2, 8),
+                 gain=(1.0, 3.0), wander: float = 0.1):
+        self.rng = rng
+        self.speed = rng.uniform(*speed)
+        self.lookahead = int(rng.integers(lookahead[0], lookahead[1] + 1))
+        self.gain = rng.uniform(*gain)
+        self.wander_sigma = float(wander)
+        self.wander, self.seen = 0.0, None
+
+    def observe(self, env) -> None:
+        """Read where the car is, where it heads, how fast, and where the road goes."""
+        car, track = env.unwrapped.car.hull, env.unwrapped.track
+        position = np.asarray(car.position, dtype=np.float64)
+        points = np.asarray([(x, y) for *_, x, y in track], dtype=np.float64)  # [N, 2]
+        nearest = int(np.argmin(((points - position) ** 2).sum(1)))
+        target = points[(nearest + self.lookahead) % len(points)] - position
+        heading = car.angle + np.pi / 2  # the hull's forward axis is its local +y
+        error = np.arctan2(target[1], target[0]) - heading
+        self.seen = (float(np.arctan2(np.sin(error), np.cos(error))),  # wrapped to [-pi, pi]
+                     float(np.hypot(*car.linearVelocity)))
+
+    def __call__(self) -> np.ndarray:
+        self.wander = float(np.clip(self.wander + self.rng.normal(0.0, self.wander_sigma), -1, 1))
+        noise = self.rng.normal(0.0, 0.05)
+        if self.seen is None:
+            return np.array([0.0, 0.5, 0.0], dtype=np.float32)
+        error, speed = self.seen
+        steer = np.clip(-self.gain * error + self.wander, -1.0, 1.0)  # steer > 0 turns right
+        gas = np.clip(0.1 * (self.speed - speed) + noise, 0.0, 1.0)
+        brake = 0.3 if speed > 1.3 * self.speed else 0.0
+        return np.array([steer, gas, brake], dtype=np.float32)
+
+
 def mixed_policy(rng: np.random.Generator, components=()):
     """One of `components` (policy configs, each with a `weight`) per episode, drawn from the
     episode's own generator, so an episode's policy depends on (seed, index) alone."""
@@ -129,7 +171,7 @@ def scripted_drive(steps: int, seed: int) -> list[np.ndarray]:
 
 
 POLICIES = {"brownian": BrownianPolicy, "uniform": UniformPolicy, "phases": PhasedPolicy,
-            "slalom": SlalomPolicy, "mix": mixed_policy}
+            "slalom": SlalomPolicy, "pilot": PilotPolicy, "mix": mixed_policy}
 
 
 def make_policy(config: dict, rng: np.random.Generator):

@@ -27,7 +27,7 @@ from torch import nn
 from world_models.errors import UserError
 
 SCHEDULES = ("none", "linear", "exponential", "inverse_sigmoid")
-KEYS = ("schedule", "start", "end", "decay", "decay_steps", "k")
+KEYS = ("schedule", "start", "end", "decay", "decay_steps", "k", "draw")
 PREFIX = "train.scheduled_sampling"
 
 
@@ -62,6 +62,10 @@ def check_schedule(schedule: Mapping) -> None:
     if name not in SCHEDULES:
         raise UserError(f"{PREFIX}.schedule: expected one of {', '.join(SCHEDULES)}, "
                         f"got '{name}'")
+    draw = schedule.get("draw", "sequence")
+    if draw not in ("sequence", "batch"):
+        raise UserError(f"{PREFIX}.draw: expected sequence (a draw per sequence and step) or "
+                        f"batch (one per step for the batch), got '{draw}'")
     if name == "none":
         return
     for key in ("start", "end"):

@@ -25,13 +25,16 @@ from world_models.models.sampling import fed_back, latent_step
 
 
 def scheduled_rollout(model: nn.Module, frames: Tensor, actions: Tensor, prob: float,
-                      generator: torch.Generator | None = None, **latent) -> Tensor:
+                      generator: torch.Generator | None = None, draw: str = "sequence",
+                      **latent) -> Tensor:
     """Predict frames 1..T of frames [B, T+1, 3, H, W] under actions [B, T, A] with ``model``,
     a WorldModel (pass 1 calls its two halves, ``advance`` and ``paint``).
 
     Frame 0 is always the true one; from step 1 on each sequence draws (from ``generator``, on
     the CPU, one torch.rand(B) per step) whether to see the true frame t (probability ``prob``)
-    or its own prediction of it, as sampling.fed_back makes it (as rollout.autoregressive). Returns
+    or its own prediction of it, as sampling.fed_back makes it (as rollout.autoregressive); with
+    ``draw="batch"`` the batch shares one draw per step (one torch.rand(1)), so pass 1 runs only
+    the steps that feed back, about 1 - prob of them, and paints every sequence there. Returns
     [B, T, 3, H, W], unclamped, with gradients: through the core's state across steps, but not
     through the fed-back frames. ``latent``: targets and noise for a model with a latent, as
     for sampling.unroll; its noise is drawn in pass 1, between the steps' draws as step by
@@ -41,14 +44,15 @@ def scheduled_rollout(model: nn.Module, frames: Tensor, actions: Tensor, prob: f
     has_latent = getattr(model, "latent", None) is not None
     if has_latent and latent.get("noise") is None and latent.get("targets") is not None:
         # a posterior drawn from the global generator: nothing to record it from
-        return stepwise_scheduled_rollout(model, frames, actions, prob, generator, **latent)
+        return stepwise_scheduled_rollout(model, frames, actions, prob, generator, draw,
+                                          **latent)
     gates = RecordedGates() if hasattr(getattr(model, "core", None), "recur") else None
     if has_latent and latent.get("noise") is not None:  # it draws between the steps' draws
         use_true, fed_back, latent = _fed_back_with_latent(model, frames, actions, prob,
-                                                           generator, latent, gates)
+                                                           generator, draw, latent, gates)
     else:
         use_true = torch.stack([torch.ones(B, dtype=torch.bool)] +
-                               [torch.rand(B, generator=generator) < prob for _ in range(1, T)],
+                               [sees_true(B, prob, generator, draw) for _ in range(1, T)],
                                dim=1)  # [B, T], as many draws as step by step, in that order
         fed_back = _fed_back_frames(model, frames, actions, use_true, latent, gates)
     inputs = fed_back  # [B, T, 3, H, W]: the true frames where use_true, detached
@@ -90,7 +94,18 @@ def _steps(clock: Tensor | None, start: int, stop: int, rows=slice(None)) -> Ten
     return None if clock is None else clock[rows, start:stop]
 
 
-def _fed_back_with_latent(model, frames, actions, prob, generator, latent, gates):
+DRAWS = ("sequence", "batch")
+
+
+def sees_true(B: int, prob: float, generator: torch.Generator | None, draw: str) -> Tensor:
+    """One step's draw: which of B sequences see the true frame [B] (bool, on the CPU). Each
+    its own (``draw="sequence"``, torch.rand(B)) or one for the batch (``"batch"``, rand(1))."""
+    if draw == "batch":
+        return (torch.rand(1, generator=generator) < prob).expand(B)
+    return torch.rand(B, generator=generator) < prob
+
+
+def _fed_back_with_latent(model, frames, actions, prob, generator, draw, latent, gates):
     """Pass 1 of a model with a latent, step by step as stepwise_scheduled_rollout draws: a
     step's mask, then its latent noise, from the same generator. The noise is recorded and
     returned in ``latent`` for pass 2 to replay, so that both passes draw the same z."""
@@ -102,7 +117,7 @@ def _fed_back_with_latent(model, frames, actions, prob, generator, latent, gates
     with torch.no_grad(), not_recording(model.latent):
         for t in range(T):
             if t > 0:
-                masks.append(torch.rand(B, generator=generator) < prob)
+                masks.append(sees_true(B, prob, generator, draw))
                 frames_in.append(torch.where(masks[-1].to(frames.device).view(B, 1, 1, 1, 1),
                                              frames[:, t : t + 1], fed_back(model, next_frame)))
             next_frame, state = model(frames_in[-1], actions[:, t : t + 1], state, **record,
@@ -162,14 +177,15 @@ class KnownAffine(torch.autograd.Function):
 
 
 def stepwise_scheduled_rollout(model: nn.Module, frames: Tensor, actions: Tensor, prob: float,
-                               generator: torch.Generator | None = None, **latent) -> Tensor:
+                               generator: torch.Generator | None = None, draw: str = "sequence",
+                               **latent) -> Tensor:
     """scheduled_rollout as it was first written, one step at a time with gradients: the
     reference its two passes are tested against."""
     B, T = actions.shape[:2]
     frame, state, predictions = frames[:, :1], None, []  # [B, 1, 3, H, W]
     for t in range(T):
         if t > 0:
-            use_true = torch.rand(B, generator=generator) < prob  # [B], one draw per sequence
+            use_true = sees_true(B, prob, generator, draw)  # [B]
             own = fed_back(model, predictions[-1].detach())  # [B, 1, 3, H, W]
             frame = torch.where(use_true.to(frames.device).view(B, 1, 1, 1, 1),
                                 frames[:, t : t + 1], own)

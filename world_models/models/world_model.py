@@ -206,9 +206,10 @@ class WorldModel(L.LightningModule):
         else:
             prob = true_frame_probability(self.scheduled_sampling(), self.global_step)
             self.log("train/teacher_forcing_prob", prob, on_step=True, on_epoch=False)
-            next_frames_pred = scheduled_rollout(self, inputs, actions[:, :-1], prob,
-                                                 self.training_generator(),
-                                                 **self.posterior_inputs(frames[:, 1:]))
+            next_frames_pred = scheduled_rollout(
+                self, inputs, actions[:, :-1], prob, self.training_generator(),
+                self.hparams.scheduled_sampling.get("draw", "sequence"),
+                **self.posterior_inputs(frames[:, 1:]))
         return self.objective(next_frames_pred, frames[:, 1:])
 
     def scheduled_sampling(self) -> dict:
