@@ -34,7 +34,11 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from world_models.data.windows import float_batch  # noqa: E402
-from world_models.models.sampling import unroll  # noqa: E402
+from world_models.models.sampling import (  # noqa: E402
+    true_frame_probability,
+    unroll,
+    with_decay_steps,
+)
 from world_models.models.scheduled import (  # noqa: E402
     scheduled_rollout,
     stepwise_scheduled_rollout,
@@ -109,24 +113,35 @@ def flow_ss_scheduled_sampling() -> dict[str, float]:
     batch = window_batch(int(cfg.data.seq_len), int(cfg.data.resolution))
     frames, actions = batch["frames"], batch["actions"][:, :-1]
     generator = torch.Generator().manual_seed(0)
+    draw = cfg.train.scheduled_sampling.draw
 
     def teacher_forced():
         return model.objective(model(frames[:, :-1], actions)[0], frames[:, 1:])
 
-    def scheduled(rollout=scheduled_rollout, draw="batch"):
-        return model.objective(rollout(model, frames, actions, 0.5, generator, draw),
+    def scheduled(prob=0.5, draw=draw, rollout=scheduled_rollout):
+        return model.objective(rollout(model, frames, actions, prob, generator, draw),
                                frames[:, 1:])
 
-    def per_sequence():
-        return scheduled(draw="sequence")
-
-    def stepwise():
-        return scheduled(stepwise_scheduled_rollout, "sequence")
-
-    figures = compare(model, {"teacher forcing": teacher_forced, "per batch": scheduled,
-                              "per sequence": per_sequence, "step by step": stepwise},
-                      BATCH * actions.shape[1], SS_ROUNDS)
-    return {**figures, "draw": cfg.train.scheduled_sampling.draw}
+    frames_per_step = BATCH * actions.shape[1]
+    figures = compare(model, {
+        "teacher forcing": teacher_forced,
+        "per sequence": lambda: scheduled(draw="sequence"),
+        "per batch": lambda: scheduled(draw="batch"),
+        "step by step": lambda: scheduled(draw="sequence", rollout=stepwise_scheduled_rollout),
+    }, frames_per_step, SS_ROUNDS)
+    # over the run: the probability at the middle of each tenth of the experiment's schedule
+    total = 1000
+    schedule = with_decay_steps(OmegaConf.to_container(cfg.train.scheduled_sampling), total)
+    probs = [true_frame_probability(schedule, int((k + 0.5) * total / 10)) for k in range(10)]
+    run = {"teacher forcing": 0.0, "scheduled sampling": 0.0}
+    for prob in probs:
+        at_prob = compare(model, {"teacher forcing": teacher_forced,
+                                  "scheduled sampling": lambda prob=prob: scheduled(prob)},
+                          frames_per_step, rounds=1)
+        for name in run:  # seconds per step, summed over the run's tenths
+            run[name] += frames_per_step / at_prob[name]
+    return {**figures, "draw": draw, "probs": probs,
+            "run": run["teacher forcing"] / run["scheduled sampling"]}
 
 
 def main() -> dict[str, float]:
@@ -142,13 +157,18 @@ def main() -> dict[str, float]:
     flow = flow_ss_scheduled_sampling()
     tf = flow["teacher forcing"]
     ratio_ss = flow[f"per {flow['draw']}"] / tf
-    print(f"(b) experiment=flow_ss, 10-frame windows: teacher forcing {tf:,.0f} frames/s, "
-          f"scheduled sampling (p=0.5) with a draw per batch {flow['per batch']:,.0f} "
-          f"({flow['per batch'] / tf:.2f}x), per sequence {flow['per sequence']:,.0f} "
-          f"({flow['per sequence'] / tf:.2f}x), step by step {flow['step by step']:,.0f} "
-          f"({flow['step by step'] / tf:.2f}x): ratio scheduled sampling (draw="
-          f"{flow['draw']}, the experiment's) / teacher forcing **{ratio_ss:.2f}x**")
-    return {"open_loop/teacher_forcing": ratio_ol, "scheduled_sampling/teacher_forcing": ratio_ss}
+    print(f"(b) experiment=flow_ss, 10-frame windows, p(true frame)=0.5: teacher forcing "
+          f"{tf:,.0f} frames/s; scheduled sampling with a draw per sequence "
+          f"{flow['per sequence']:,.0f} ({flow['per sequence'] / tf:.2f}x), per batch "
+          f"{flow['per batch']:,.0f} ({flow['per batch'] / tf:.2f}x), step by step "
+          f"{flow['step by step']:,.0f} ({flow['step by step'] / tf:.2f}x): ratio at p=0.5 "
+          f"(draw={flow['draw']}, the experiment's) / teacher forcing **{ratio_ss:.2f}x**")
+    probs = ", ".join(f"{p:.2f}" for p in flow["probs"])
+    print(f"(c) experiment=flow_ss over its schedule (one step at p = {probs}, the middle of "
+          f"each tenth of the run; draw={flow['draw']}): training time of teacher forcing / "
+          f"scheduled sampling **{flow['run']:.2f}x**")
+    return {"open_loop/teacher_forcing": ratio_ol, "scheduled_sampling/teacher_forcing": ratio_ss,
+            "scheduled_sampling_run/teacher_forcing": flow["run"]}
 
 
 if __name__ == "__main__":
