@@ -212,7 +212,8 @@ def test_card_counts_motion(tmp_path):
     "override, message",
     [
         ("policy.name=nope",
-         "policy.name: unknown policy 'nope'; available: brownian, uniform, phases, slalom, pilot, mix"),
+         "policy.name: unknown policy 'nope'; available: brownian, uniform, phases, slalom, "
+         "pilot, mix"),
         ("data.resolution=40", "data.resolution: expected a divisor of 96"),
         ("collect.env=nope", "collect.env: expected one of 'fast', 'stock'"),
         ("collect.shard=2", "collect.shard: expected 0 <= shard < num_shards=1"),

@@ -84,6 +84,27 @@ def test_conv_encoder_and_decoder_shapes(size):
     assert decoder(torch.randn(2, 5, 128)).shape == (2, 5, 3, size, size)
 
 
+@pytest.mark.parametrize("size", [32, 64])
+def test_pooled_dash_encoder_pools_the_scene_and_keeps_the_dashboard_pixels(size):
+    """The bottom eighth of the frame (CarRacing's dashboard) reaches the core pixel for
+    pixel; the scene above it as 2x2 averages. A one-pixel change of a bar moves one feature
+    by its full size; the same change in the scene moves one by a quarter of it."""
+    encoder, decoder = build_frame_codec("pooled_dash", (3, size, size), hidden_size=16)
+    frames = torch.rand(2, 3, 3, size, size)
+    features = encoder(frames)
+    dash = size // 8
+    assert features.shape == (2, 3, encoder.output_size)
+    assert encoder.output_size == 3 * ((size - dash) // 2 * size // 2 + dash * size)
+    torch.testing.assert_close(features[..., -3 * dash * size:],
+                               frames[..., -dash:, :].flatten(2), rtol=0, atol=0)
+    for row, expected in ((size - 1, 1.0), (0, 0.25)):  # a dashboard pixel, a scene pixel
+        bumped = frames.clone()
+        bumped[0, 0, 1, row, 5] += 1.0
+        change = (encoder(bumped) - features).abs()
+        assert change.sum().item() == pytest.approx(expected) and change.max() == change.sum()
+    assert decoder(torch.randn(2, 3, 16)).shape == (2, 3, 3, size, size)
+
+
 def test_conv_model_at_report_sizes_is_small():
     model = WorldModel(core="builtin", hidden_size=128, encoder="conv", frame_shape=(3, 32, 32))
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
@@ -95,7 +116,7 @@ def test_flat_model_keeps_the_state_dict_of_older_checkpoints():
                     "core.bias_hh_l0", "decoder.weight", "decoder.bias"}
 
 
-@pytest.mark.parametrize("encoder", ["flat", "conv"])
+@pytest.mark.parametrize("encoder", ["flat", "conv", "pooled_dash"])
 @pytest.mark.parametrize("core", ["builtin", "gru", "transformer"])
 def test_untrained_residual_model_copies_the_last_frame(core, encoder):
     batch = make_batch()
