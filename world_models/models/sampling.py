@@ -7,7 +7,8 @@ Two ways, both with gradients:
   function without gradients.
 - Scheduled sampling (Bengio et al. 2015): ``true_frame_probability(schedule, step)`` is the
   probability of feeding the true frame at a global step; ``scheduled_rollout``
-  (models/scheduled.py) runs a window that, per sequence and step, feeds the true frame with
+  (models/scheduled.py) runs a window that, per sequence and step (or, with
+  train.scheduled_sampling.draw=batch, per step for the whole batch), feeds the true frame with
   that probability and the model's previous prediction otherwise.
 
 ``open_loop_loss`` is a training window's loss under train.open_loop (a teacher-forced warm-up,
@@ -28,6 +29,7 @@ from world_models.errors import UserError
 
 SCHEDULES = ("none", "linear", "exponential", "inverse_sigmoid")
 KEYS = ("schedule", "start", "end", "decay", "decay_steps", "k", "draw")
+DRAWS = ("sequence", "batch")  # a draw per sequence and step, or one per step for the batch
 PREFIX = "train.scheduled_sampling"
 
 
@@ -63,7 +65,7 @@ def check_schedule(schedule: Mapping) -> None:
         raise UserError(f"{PREFIX}.schedule: expected one of {', '.join(SCHEDULES)}, "
                         f"got '{name}'")
     draw = schedule.get("draw", "sequence")
-    if draw not in ("sequence", "batch"):
+    if draw not in DRAWS:
         raise UserError(f"{PREFIX}.draw: expected sequence (a draw per sequence and step) or "
                         f"batch (one per step for the batch), got '{draw}'")
     if name == "none":

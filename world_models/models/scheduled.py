@@ -94,9 +94,6 @@ def _steps(clock: Tensor | None, start: int, stop: int, rows=slice(None)) -> Ten
     return None if clock is None else clock[rows, start:stop]
 
 
-DRAWS = ("sequence", "batch")
-
-
 def sees_true(B: int, prob: float, generator: torch.Generator | None, draw: str) -> Tensor:
     """One step's draw: which of B sequences see the true frame [B] (bool, on the CPU). Each
     its own (``draw="sequence"``, torch.rand(B)) or one for the batch (``"batch"``, rand(1))."""
