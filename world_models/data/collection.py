@@ -16,19 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from world_models.data import claims
-from world_models.data.card import (
-    check_request,
-    dataset_card,
-    format_card,
-    read_card,
-    write_card,
-)
-from world_models.data.episodes import (
-    episode_files,
-    make_directory,
-    read_episode,
-    write_episode,
-)
+from world_models.data.card import check_request, dataset_card, format_card, read_card, write_card
+from world_models.data.episodes import episode_files, make_directory, read_episode, write_episode
 from world_models.data.policies import make_policy
 from world_models.errors import Interrupted, UserError
 
