@@ -16,8 +16,9 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from world_models.data.collection import CollectSpec, collect  # noqa: E402
+from world_models.data.collection import collect  # noqa: E402
 from world_models.data.policies import scripted_drive  # noqa: E402
+from world_models.data.recording import CollectSpec  # noqa: E402
 from world_models.envs import make_env  # noqa: E402
 
 

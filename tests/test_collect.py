@@ -17,8 +17,9 @@ import pytest
 from tests.helpers import ROOT, cli_env, compose_config, run_cli
 from world_models.data import claims
 from world_models.data.card import dataset_card
-from world_models.data.collection import CollectSpec, collect, collect_from_config, downsample
+from world_models.data.collection import collect, collect_from_config
 from world_models.data.episodes import episode_files, read_episode, write_episode
+from world_models.data.recording import CollectSpec, downsample
 from world_models.errors import UserError
 
 TINY = ["data=tiny", "collect.workers=1"]

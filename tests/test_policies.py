@@ -5,8 +5,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_config
-from world_models.data.collection import episode_rngs
 from world_models.data.policies import PhasedPolicy, make_policy
+from world_models.data.recording import episode_rngs
 from world_models.errors import UserError
 
 

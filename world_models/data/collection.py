@@ -1,15 +1,16 @@
-"""Record CarRacing episodes with a behaviour policy, in parallel and resumably.
+"""Record a dataset of CarRacing episodes, in parallel and resumably.
 
-Episode i draws every random number from (seed, i) alone, so the bytes written
-do not depend on how many workers ran, in which order, or on which machine a
-shard was collected: shards merge by copying files into one directory.
+Each worker records whole episodes (data/recording.py); episode i draws every random number
+from (seed, i) alone, so the bytes written do not depend on how many workers ran, in which
+order, or on which machine a shard was collected: shards merge by copying files into one
+directory.
 """
 
 import multiprocessing as mp
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,72 +20,12 @@ from world_models.data import claims
 from world_models.data.card import check_request, dataset_card, format_card, read_card, write_card
 from world_models.data.episodes import episode_files, make_directory, read_episode, write_episode
 from world_models.data.policies import make_policy
+from world_models.data.recording import OBS_SIZE, CollectSpec, record_episode
 from world_models.errors import Interrupted, UserError
-
-OBS_SIZE = 96  # CarRacing's observation is 96x96x3
-
-
-@dataclass
-class CollectSpec:
-    """Everything a worker needs to record episode i."""
-
-    dir: str
-    episode_steps: int = 300
-    skip_frames: int = 50
-    resolution: int = 32
-    policy: dict = field(default_factory=lambda: {"name": "brownian"})
-    env: str = "fast"
-    seed: int = 0
 
 
 def episode_path(directory, index: int) -> Path:
     return Path(directory) / f"episode_{index:05d}.npz"
-
-
-def episode_rngs(seed: int, index: int) -> tuple[int, np.random.Generator]:
-    """The env seed and the policy's generator of episode `index`, from (seed, index) alone."""
-    env_seq, policy_seq = np.random.SeedSequence([seed, index]).spawn(2)
-    return int(env_seq.generate_state(1)[0]), np.random.default_rng(policy_seq)
-
-
-def downsample(frame: np.ndarray, resolution: int) -> np.ndarray:
-    """Area-average a [96, 96, 3] uint8 frame to [resolution, resolution, 3] uint8."""
-    k = OBS_SIZE // resolution
-    blocks = frame.reshape(resolution, k, resolution, k, 3).astype(np.float32)
-    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
-
-
-def record_episode(env, spec: CollectSpec, index: int) -> dict:
-    """Drive one episode and return its arrays (frames downsampled, zoom skipped)."""
-    env_seed, rng = episode_rngs(spec.seed, index)
-    policy = make_policy(spec.policy, rng)
-    obs, _ = env.reset(seed=env_seed)
-    frames, actions, rewards = [], [], []
-    # The camera zooms in over the first second (50 frames) of every episode;
-    # those frames show an animation, not driving, so they are not recorded.
-    observe = getattr(policy, "observe", None)  # a policy that reads the simulator
-    for t in range(spec.skip_frames + spec.episode_steps):
-        recording = t >= spec.skip_frames
-        if recording and observe is not None:
-            observe(env)
-        action = policy()
-        if recording:
-            frames.append(downsample(obs, spec.resolution))
-            actions.append(action)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        if recording:
-            rewards.append(reward)
-        if terminated or truncated:
-            break
-    frames.append(downsample(obs, spec.resolution))
-    if not actions:
-        raise RuntimeError(f"episode {index} ended during the {spec.skip_frames} skipped frames")
-    return {
-        "frames": np.stack(frames),  # [T+1, H, W, 3]
-        "actions": np.stack(actions),  # [T, 3]
-        "rewards": np.asarray(rewards, dtype=np.float32),  # [T]
-        "env_steps": t + 1,
-    }
 
 
 _worker_env = None

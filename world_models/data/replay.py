@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from world_models.data.collection import downsample, episode_rngs
 from world_models.data.episodes import read_episode
 from world_models.data.policies import make_policy
+from world_models.data.recording import downsample, episode_rngs
 from world_models.errors import UserError
 
 
