@@ -86,3 +86,50 @@ def test_a_mean_fade_frame_stays_where_training_starts_it():
         assert (not torch.equal(model.fade.frame, before)) == moves, fade_frame
     with pytest.raises(UserError, match="model.fade_frame: expected one of learned, mean"):
         make_model(fade_frame="average")
+
+
+def test_the_fade_records_the_trust_of_own_prediction_steps_only():
+    """fade.recording collects the trust of the steps fed the model's own predictions: none
+    under teacher forcing, one [B, H*W] block per own step of an unroll."""
+    model, (frames, actions) = make_model(), batch(L=6)
+    with model.fade.recording() as trust:
+        model(frames[:, :-1], actions)
+    assert torch.cat(trust).shape == (0, SHAPE[1] * SHAPE[2])
+    with model.fade.recording() as trust:
+        unroll(model, frames, actions, context=2)
+    own = torch.cat(trust)
+    assert own.shape == (2 * 3, SHAPE[1] * SHAPE[2])  # steps 3..5 feed on predictions
+    torch.testing.assert_close(own, torch.full_like(own, torch.sigmoid(torch.tensor(4.6)).item()))
+    assert model.fade._trust is None  # recording ends with the block
+
+
+def open_loop_step_loss(penalty: float):
+    """The training loss of one window of a model trained open loop, and its fade's head grad."""
+    torch.manual_seed(0)
+    model = WorldModel(hidden_size=16, frame_shape=SHAPE, warp="flow", fade=True,
+                       own_steps_input=True, fade_penalty=penalty,
+                       open_loop={"horizon": 4, "context": 1, "warmup": 0.0})
+    frames, actions = batch(L=6)
+    loss = model.training_step({"frames": frames, "actions": torch.cat(
+        [actions, actions[:, -1:]], dim=1)}, 0)
+    loss.backward()
+    return loss.detach(), model.fade.head.bias.grad.clone()
+
+
+@pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")  # no Trainer here
+def test_the_fade_penalty_charges_the_mean_trust_of_own_steps():
+    """model.fade_penalty adds penalty x the mean trust over the own-prediction steps to the
+    loss (a fresh fade trusts 0.99), and its gradient pushes every pixel's trust down."""
+    plain, plain_grad = open_loop_step_loss(0.0)
+    charged, charged_grad = open_loop_step_loss(0.5)
+    trust = torch.sigmoid(torch.tensor(4.6))
+    torch.testing.assert_close(charged, plain + 0.5 * trust)
+    assert (charged_grad > plain_grad).all()  # descent lowers the trust's logits
+
+
+def test_a_fade_penalty_needs_the_fade_and_is_not_negative():
+    with pytest.raises(UserError, match="^model.fade_penalty: expected >= 0"):
+        make_model(fade_penalty=-0.1)
+    with pytest.raises(UserError, match="^model.fade_penalty: charges the fade's trust, so it "
+                                        "needs model.fade=true"):
+        WorldModel(hidden_size=16, frame_shape=SHAPE, warp="flow", fade_penalty=0.1)

@@ -17,6 +17,8 @@ forget what they can no longer know.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -127,12 +129,27 @@ class Fade(nn.Module):
         self.clock = nn.Linear(clock_inputs, pixels, bias=False)
         nn.init.zeros_(self.clock.weight)
         self.frame = nn.Parameter(torch.zeros(self.frame_shape), requires_grad=learn_frame)
+        self._trust = None  # see recording()
 
     def forward(self, hidden: Tensor, clock: Tensor, picture: Tensor) -> Tensor:
         """hidden [B, T, Hd], clock [B, T, C], picture [B, T, 3, H, W] -> the faded picture."""
         logits = self.head(hidden) + self.clock(clock)  # [B, T, H*W]
-        trust = torch.sigmoid(logits).unflatten(-1, (1, *self.frame_shape[1:]))
+        trust = torch.sigmoid(logits)
+        if self._trust is not None:  # the trust of the steps fed the model's own predictions
+            own = clock[..., 0] > 0  # [B, T]; the clock's first feature: an own prediction
+            self._trust.append(trust[own])  # [N, H*W]
+        trust = trust.unflatten(-1, (1, *self.frame_shape[1:]))
         return trust * picture + (1 - trust) * self.frame
+
+    @contextmanager
+    def recording(self):
+        """Collect the trust [N, H*W] of every own-prediction step inside the block, into a
+        list (model.fade_penalty charges its mean)."""
+        self._trust = []
+        try:
+            yield self._trust
+        finally:
+            self._trust = None
 
 
 class StillGate(nn.Module):

@@ -7,6 +7,8 @@ change), a warp (next = the current frame moved by a predicted warp + change), a
 scheduled sampling and input noise in training.
 """
 
+from contextlib import ExitStack
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -177,12 +179,17 @@ class WorldModel(L.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.hparams.protocol == "per_step":
             loss = self._per_step_update(batch)
-        elif self.latent is None:
-            loss = self._window_update(batch)
         else:
-            with self.latent.recording() as kl_terms:
+            with ExitStack() as recordings:  # what the latent and the fade's penalty charge
+                kl_terms = (None if self.latent is None
+                            else recordings.enter_context(self.latent.recording()))
+                trust = (recordings.enter_context(self.fade.recording())
+                         if self.hparams.get("fade_penalty") else None)
                 loss = self._window_update(batch)
-            loss = loss + self.kl_loss(kl_terms, len(batch["frames"]))
+            if kl_terms is not None:
+                loss = loss + self.kl_loss(kl_terms, len(batch["frames"]))
+            if trust is not None:
+                loss = loss + self.fade_loss(trust, len(batch["frames"]))
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"train/loss is {loss.item()} at global step {self.global_step} "
@@ -232,6 +239,16 @@ class WorldModel(L.LightningModule):
         self.log("train/kl", kl, on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train/kl_weight", weight, on_step=True, on_epoch=False)
         return weight * kl
+
+    def fade_loss(self, trust, batch_size: int) -> torch.Tensor:
+        """model.fade_penalty x the fade's mean trust over the steps fed the model's own
+        predictions (0 where there were none: teacher forcing)."""
+        trust = torch.cat(trust) if trust else torch.zeros(0)  # [N, H*W]
+        if not trust.numel():
+            return torch.zeros((), device=self.device)
+        mean = trust.mean()
+        self.log("train/fade_trust", mean, on_step=True, on_epoch=True, batch_size=batch_size)
+        return self.hparams.fade_penalty * mean
 
     def run_progress(self) -> float:
         """The fraction of the run's optimizer steps taken, 0 outside a fit."""
