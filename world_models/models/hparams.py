@@ -141,9 +141,6 @@ def check_parts(s: ModelSettings) -> None:
         raise UserError(f"model.fade_lr_scale: expected > 0, got {s.fade_lr_scale}")
     if not s.fade_penalty >= 0:
         raise UserError(f"model.fade_penalty: expected >= 0, got {s.fade_penalty}")
-    if s.fade_penalty and not s.fade:
-        raise UserError("model.fade_penalty: charges the fade's trust, so it needs "
-                        "model.fade=true")
     if not s.still_lr_scale > 0:
         raise UserError(f"model.still_lr_scale: expected > 0, got {s.still_lr_scale}")
     if s.still_grid < 1 or any(size % s.still_grid for size in s.frame_shape[1:]):

@@ -184,7 +184,8 @@ class WorldModel(L.LightningModule):
                 kl_terms = (None if self.latent is None
                             else recordings.enter_context(self.latent.recording()))
                 trust = (recordings.enter_context(self.fade.recording())
-                         if self.hparams.get("fade_penalty") else None)
+                         if self.fade is not None and self.hparams.get("fade_penalty")
+                         else None)  # without the fade there is no trust to charge
                 loss = self._window_update(batch)
             if kl_terms is not None:
                 loss = loss + self.kl_loss(kl_terms, len(batch["frames"]))
