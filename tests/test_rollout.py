@@ -13,6 +13,7 @@ from torch import nn
 
 from tests.helpers import ROOT, compose_config, run_cli, write_counting_dataset
 from world_models import evaluation, plots
+from world_models.data.episodes import read_episode
 from world_models.errors import UserError
 from world_models.evaluation import STRATEGIES
 from world_models.evaluation_lines import format_worse
@@ -169,6 +170,16 @@ def test_evaluate_writes_every_artifact(trained, capsys):
     assert "autoregressive: " in printed
     # One test episode: no other episode's actions to swap in.
     assert "action sensitivity: not measured" in printed
+    # Goal 3 on the evaluated data: teacher forcing against copying the previous true frame.
+    episode = next(p for p in data.glob("*.npz") if p.stem in summary["grid_sequence"])
+    frames = torch.from_numpy(read_episode(episode).frames)
+    frames = frames[: HORIZON + 1].permute(0, 3, 1, 2).double() / 255  # [T+1, 3, H, W]
+    copy = ((frames[1:] - frames[:-1]) ** 2).mean().item()
+    one = summary["one_step"]
+    assert one["copy_previous_mse"] == pytest.approx(copy, rel=1e-5)
+    assert one["teacher_forced_mse"] == pytest.approx(tf["mean_over_steps"], rel=1e-5)
+    assert one["ratio"] == pytest.approx(one["teacher_forced_mse"] / copy)
+    assert f"one step: teacher-forced MSE {one['teacher_forced_mse']:.4g}" in printed
 
 
 def test_the_worse_line_names_the_metrics_that_never_lose_and_where_the_others_do():

@@ -127,6 +127,17 @@ def sensitivity_to_actions(model, sequences, horizon: int, context: int, batch_s
     return torch.cat(gains)
 
 
+def one_step(values, sequences, horizon: int) -> dict:
+    """The teacher-forced MSE over steps 1..horizon of every sequence against copying the
+    previous true frame over the same steps, and their ratio: goal 3 of the open-loop study
+    (at most 0.2x), on whatever data is evaluated."""
+    model = values["teacher_forcing"]["mse"].double().mean().item()
+    copy = torch.stack([((s["frames"][1 : horizon + 1] - s["frames"][:horizon]) ** 2)
+                        .double().mean(dim=(1, 2, 3)) for s in sequences]).mean().item()
+    return {"teacher_forced_mse": model, "copy_previous_mse": copy,
+            "ratio": model / copy if copy else None}
+
+
 def summarize(values, horizon: int) -> dict:
     """strategy -> metric -> {step_1, step_10, ..., mean_over_steps}: the numbers to quote."""
     summary = {}
@@ -189,6 +200,7 @@ def evaluate(cfg: DictConfig) -> dict:
     worse = steps_worse(values, "autoregressive", BASELINES)
     summary = {
         "metrics": summarize(values, horizon),
+        "one_step": one_step(values, sequences, horizon),
         # metric -> baseline -> steps (from 1) where the rollout's mean is worse than it
         "autoregressive_worse_than": worse,
         "sequences": len(sequences),
@@ -205,6 +217,12 @@ def evaluate(cfg: DictConfig) -> dict:
     path = runs.write_summary(out_dir, summary)
     print_summary(summary, worse, bool(forecasts), r, path)
     return summary
+
+
+def format_one_step(one: dict) -> str:
+    ratio = "" if one["ratio"] is None else f", {one['ratio']:.3f}x"
+    return (f"one step: teacher-forced MSE {one['teacher_forced_mse']:.4g} against "
+            f"{one['copy_previous_mse']:.4g} for copying the previous frame{ratio}")
 
 
 def evaluated_data(cfg: DictConfig, model: WorldModel):
@@ -234,6 +252,7 @@ def print_summary(summary: dict, worse: dict, forecasts: bool, r: DictConfig, pa
           f"context {r.context}:")
     print(format_summary(summary["metrics"], horizon))
     print(format_worse(worse, horizon))
+    print(format_one_step(summary["one_step"]))
     print(format_sensitivity(summary["metrics"].get("action_sensitivity")))
     if forecasts:
         print(ensembles.format_forecasts(summary["metrics"], r.samples))
