@@ -151,6 +151,12 @@ class Fade(nn.Module):
         finally:
             self._trust = None
 
+    @staticmethod
+    def mean_trust(trust: list[Tensor]) -> Tensor | None:
+        """The mean of every trust a recording collected, or None if it collected none."""
+        trust = [t for t in trust if t.numel()]
+        return torch.cat(trust).mean() if trust else None
+
 
 class StillGate(nn.Module):
     """How much of its change the model makes to the frame it was given (``model.still``): one

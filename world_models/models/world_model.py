@@ -1,10 +1,7 @@
 """The world model: (frame_t, action_t) -> frame_{t+1}, around a swappable sequence core.
 
-By default as in the course report: the frame is flattened and concatenated with the action,
-a recurrent core carries the state, a linear decoder paints the next frame. Options
-(model.*, train.*): a convolutional encoder/decoder, a residual decoder (next = current +
-change), a warp (next = the current frame moved by a predicted warp + change), an L1 term,
-scheduled sampling and input noise in training.
+forward = advance (encode the frame, step the core) + paint (decode, warp, fade, still gate);
+the options are models/hparams.py's, the training rollouts models/sampling.py's and scheduled.py's.
 """
 
 from contextlib import ExitStack
@@ -29,13 +26,7 @@ from world_models.models.sampling import (
     with_decay_steps,
 )
 from world_models.models.scheduled import scheduled_rollout
-from world_models.models.warps import (
-    Fade,
-    KeepGate,
-    StillGate,
-    build_warp,
-    gate_param_groups,
-)
+from world_models.models.warps import Fade, KeepGate, StillGate, build_warp, gate_param_groups
 
 
 class NonFiniteLossError(UserError):
@@ -77,6 +68,7 @@ class WorldModel(L.LightningModule):
         self._rng, self._rng_state = None, None  # see training_generator()
         self._schedule = None  # see scheduled_sampling()
         self._still_open = []  # see on_validation_epoch_end()
+        self._charges_trust = self.fade is not None and s.fade_penalty > 0  # see fade_loss()
         for half in ("_core_inputs", "paint") if s.compile else ():  # see _core_inputs
             setattr(self, half, torch.compile(getattr(self, half)))
 
@@ -184,8 +176,7 @@ class WorldModel(L.LightningModule):
                 kl_terms = (None if self.latent is None
                             else recordings.enter_context(self.latent.recording()))
                 trust = (recordings.enter_context(self.fade.recording())
-                         if self.fade is not None and self.hparams.get("fade_penalty")
-                         else None)  # without the fade there is no trust to charge
+                         if self._charges_trust else None)
                 loss = self._window_update(batch)
             if kl_terms is not None:
                 loss = loss + self.kl_loss(kl_terms, len(batch["frames"]))
@@ -242,12 +233,10 @@ class WorldModel(L.LightningModule):
         return weight * kl
 
     def fade_loss(self, trust, batch_size: int) -> torch.Tensor:
-        """model.fade_penalty x the fade's mean trust over the steps fed the model's own
-        predictions (0 where there were none: teacher forcing)."""
-        trust = torch.cat(trust) if trust else torch.zeros(0)  # [N, H*W]
-        if not trust.numel():
+        """model.fade_penalty x the fade's mean trust over its own-prediction steps (or 0)."""
+        mean = Fade.mean_trust(trust)
+        if mean is None:  # teacher forcing: no own-prediction steps
             return torch.zeros((), device=self.device)
-        mean = trust.mean()
         self.log("train/fade_trust", mean, on_step=True, on_epoch=True, batch_size=batch_size)
         return self.hparams.fade_penalty * mean
 
