@@ -85,6 +85,15 @@ def test_goals_from_the_runs_files(tmp_path):
     assert (tmp_path / "out" / "figures" / "open_loop_per_step.png").is_file()
 
 
+def test_a_study_on_the_defaults_says_so_in_words(tmp_path):
+    good = fake_run(tmp_path / "good", 1.5e-4, lambda t: 0.005)
+    study = {**studies.load_study("fade"), "train": [], "variants": {"plain": [], "x": ["a=1"]}}
+    text = studies.write("fade", study, {"plain": [good], "x": [good]}, tmp_path / "out",
+                         {"root": tmp_path, "walls": {}}).read_text()
+    assert "- Every run: the defaults and its variant's words" in text
+    assert "- **plain**: the defaults" in text and "- **x**: `a=1`" in text
+
+
 def test_the_page_names_each_dataset_its_variants_were_evaluated_on(tmp_path):
     runs = {name: [fake_run(tmp_path / name, 1.5e-4, lambda t: 0.005)] for name in "abc"}
     assert studies.data_dirs(runs) == "`d`"

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from world_models.errors import UserError  # noqa: E402
 from world_models.metrics import step_ranges  # noqa: E402
 from world_models.report import fmt  # noqa: E402
-from world_models.studies import mean_curves, page_header  # noqa: E402
+from world_models.studies import mean_curves, page_header, run_words  # noqa: E402
 
 SHARP = 0.8  # goal 3
 ONE_STEP_RATIO = 1.5  # goal 4
@@ -193,7 +193,7 @@ def write(name: str, study: dict, runs: dict[str, list[dict]], out: Path, info: 
                        f"Evaluation: `{' '.join(study['evaluate'])}`: {summary['sequences']} "
                        f"test episodes, {summary['horizon']} steps after {summary['context']} "
                        f"true frame; K={samples_of(runs[reference])} samples per episode."),
-          *(f"- **{v}**: `{' '.join(words)}`" if words else f"- **{v}**: the defaults"
+          *(f"- **{v}**: {run_words(words)}"
             for v, words in study["variants"].items()), "", "## Results", "",
           *results_table(runs, reference), "",
           "Forecast: a stochastic variant's K rollouts with z drawn from its prior, a "
