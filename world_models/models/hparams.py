@@ -39,7 +39,6 @@ class ModelSettings:
     fade_lr_scale: float = 1.0
     fade_frame: str = "learned"
     fade_penalty: float = 0.0
-    fade_penalty_gated: bool = False
     still: bool = False
     still_lr_scale: float = 1.0
     still_grid: int = 1

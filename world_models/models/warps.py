@@ -131,22 +131,15 @@ class Fade(nn.Module):
         self.frame = nn.Parameter(torch.zeros(self.frame_shape), requires_grad=learn_frame)
         self._trust = None  # see recording()
 
-    def forward(self, hidden: Tensor, clock: Tensor, picture: Tensor,
-                charge: Tensor | None = None) -> Tensor:
-        """hidden [B, T, Hd], clock [B, T, C], picture [B, T, 3, H, W] -> the faded picture.
-        charge [B, T, H*W]: what a recording collects is trust x charge (default: trust)."""
+    def forward(self, hidden: Tensor, clock: Tensor, picture: Tensor) -> Tensor:
+        """hidden [B, T, Hd], clock [B, T, C], picture [B, T, 3, H, W] -> the faded picture."""
         logits = self.head(hidden) + self.clock(clock)  # [B, T, H*W]
         trust = torch.sigmoid(logits)
         if self._trust is not None:  # the trust of the steps fed the model's own predictions
             own = clock[..., 0] > 0  # [B, T]; the clock's first feature: an own prediction
-            self._trust.append((trust if charge is None else trust * charge)[own])  # [N, H*W]
+            self._trust.append(trust[own])  # [N, H*W]
         trust = trust.unflatten(-1, (1, *self.frame_shape[1:]))
         return trust * picture + (1 - trust) * self.frame
-
-    @property
-    def recording_now(self) -> bool:
-        """Whether a recording() block is open."""
-        return self._trust is not None
 
     @contextmanager
     def recording(self):
@@ -211,23 +204,16 @@ class StillGate(nn.Module):
             moving = moving + (moving * (moving >= self.floor) - moving).detach()
         return moving
 
-    def forward(self, hidden: Tensor, frames: Tensor, picture: Tensor,
-                moving: Tensor | None = None) -> Tensor:
-        """hidden [B, T, Hd], frames and picture [B, T, 3, H, W] -> the gated picture; moving:
-        opening(hidden) if the caller has it."""
-        moving = self.opening(hidden) if moving is None else moving  # [B, T, grid^2]
+    def forward(self, hidden: Tensor, frames: Tensor, picture: Tensor) -> Tensor:
+        """hidden [B, T, Hd], frames and picture [B, T, 3, H, W] -> the gated picture."""
+        moving = self.opening(hidden)  # [B, T, grid^2]
         if self.grid == 1:
             return frames + moving[..., None, None] * (picture - frames)
-        return frames + self.pixels(moving).unflatten(-1, (1, *self.size)) * (picture - frames)
-
-    def pixels(self, moving: Tensor) -> Tensor:
-        """The opening [B, T, grid^2] at every pixel, [B, T, H*W]."""
-        if self.grid == 1:
-            return moving.expand(*moving.shape[:-1], self.size[0] * self.size[1])
-        # each cell's number spread over its pixels (a product with 0s and 1s: exact); one
-        # matrix product and its transpose in the backward, where a broadcast over the cells'
-        # pixels took sums over strided views
-        return moving @ self.cells
+        # each cell's number spread over its pixels (a product with 0s and 1s: exact), times
+        # their change; one matrix product and its transpose in the backward, where a
+        # broadcast over the cells' pixels took sums over strided views
+        moving = (moving @ self.cells).unflatten(-1, (1, *self.size))  # [B, T, 1, H, W]
+        return frames + moving * (picture - frames)
 
 
 class InwardBound(torch.autograd.Function):

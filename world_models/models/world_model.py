@@ -69,7 +69,6 @@ class WorldModel(L.LightningModule):
         self._schedule = None  # see scheduled_sampling()
         self._still_open = []  # see on_validation_epoch_end()
         self._charges_trust = self.fade is not None and s.fade_penalty > 0  # see fade_loss()
-        self._gates_charge = self._charges_trust and s.fade_penalty_gated and self.still is not None
         for half in ("_core_inputs", "paint") if s.compile else ():  # see _core_inputs
             setattr(self, half, torch.compile(getattr(self, half)))
 
@@ -118,14 +117,10 @@ class WorldModel(L.LightningModule):
             if self.gate is not None:  # where the model forgets, the fill and paint are all
                 carried = self.gate(features, carried)
             next_frames = carried + next_frames
-        moving = None if self.still is None else self.still.opening(features)  # [B, T, cells]
         if self.fade is not None:
-            # model.fade_penalty_gated: a pixel's trust is charged as far as its change passes
-            charge = (self.still.pixels(moving).detach()
-                      if self._gates_charge and self.fade.recording_now else None)
-            next_frames = self.fade(features, clock, next_frames, charge)
+            next_frames = self.fade(features, clock, next_frames)
         if self.still is not None:
-            next_frames = self.still(features, frames, next_frames, moving)
+            next_frames = self.still(features, frames, next_frames)
         return next_frames
 
     def window_loss(self, batch) -> torch.Tensor:
@@ -238,8 +233,7 @@ class WorldModel(L.LightningModule):
         return weight * kl
 
     def fade_loss(self, trust, batch_size: int) -> torch.Tensor:
-        """model.fade_penalty x the fade's mean trust over its own-prediction steps (or 0);
-        with model.fade_penalty_gated, of trust x the still gate's opening."""
+        """model.fade_penalty x the fade's mean trust over its own-prediction steps (or 0)."""
         mean = Fade.mean_trust(trust)
         if mean is None:  # teacher forcing: no own-prediction steps
             return torch.zeros((), device=self.device)
