@@ -11,8 +11,8 @@ seeded random uint8 windows held in memory, so only the model is timed:
   (b) experiment=flow_ss (the default before open-loop training) on its 10-frame windows: the
       teacher-forced step against the scheduled-sampling step, the true frame fed with
       probability 0.5 (halfway through its decay): models/scheduled.py's two passes with one
-      draw per step for the batch (train.scheduled_sampling.draw=batch, the experiment's) and
-      one per sequence and step (draw=sequence, train.yaml's), and the step-by-step rollout
+      draw per step for the batch (train.scheduled_sampling.draw=batch, an option) and one
+      per sequence and step (draw=sequence, the experiment's), and the step-by-step rollout
       the two passes replaced (the same loss and gradients).
 
 Frames/s = batch x predicted frames per window per step, from the median CPU time of this
