@@ -214,7 +214,7 @@ def data_dirs(runs: dict[str, list[dict]]) -> str:
 
 
 def run_words(words: list[str]) -> str:
-    """The train words every run of a study starts from, in code font, or "the defaults"."""
+    """A study's or a variant's override words in code font, or "the defaults" if none."""
     return f"`{' '.join(words)}`" if words else "the defaults"
 
 
