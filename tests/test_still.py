@@ -212,3 +212,41 @@ def test_a_shut_still_gate_is_logged_and_said_in_one_line(tiny_data, tmp_path, s
     else:
         assert opening > 0.9  # it starts at 0.99 and one tiny epoch barely moves it
         assert not said
+
+
+def test_a_tracker_fed_gate_does_not_read_the_models_own_pictures():
+    """model.still_reads=actions: on steps fed the model's own pictures the gate's opening
+    follows from the true frames before and the actions alone; the core-fed gate's moves with
+    the picture it is fed."""
+    frames, actions = batch(L=6)
+    for reads, same in (("actions", True), ("state", False)):
+        model = make_model(still=True, still_grid=2, own_steps_input=True, still_reads=reads)
+        with torch.no_grad():  # a head that reads its inputs
+            model.still.head.weight.normal_(generator=torch.Generator().manual_seed(3))
+        _, state = model(frames[:, :2], actions[:, :2])  # two true frames
+        clock = model.clock(1, actions[:, 2:3])  # then one of its own
+        openings = []
+        for picture in (frames[:, 2:3], torch.rand(frames[:, 2:3].shape)):
+            features, _ = model.advance(picture, actions[:, 2:3], state, clock)
+            openings.append(model.still.opening(model.still_inputs(features)[1]))
+        assert torch.equal(openings[0], openings[1]) == same, reads
+        features, _ = model.advance(frames[:, 2:3], actions[:, 2:3].flip(0), state, clock)
+        moved = model.still.opening(model.still_inputs(features)[1])
+        assert not torch.equal(moved, openings[0])  # the actions always reach it
+
+
+def test_a_tracker_fed_model_steps_as_it_runs_a_window():
+    """The tracker's state rides in the model's state: a window in one call equals the same
+    window step by step, and an unknown still_reads is refused, naming the key."""
+    frames, actions = batch(L=6)
+    model = make_model(still=True, still_grid=2, still_reads="actions")
+    whole, state = model(frames[:, :-1], actions)
+    steps, step_state = [], None
+    for t in range(actions.shape[1]):
+        out, step_state = model(frames[:, t : t + 1], actions[:, t : t + 1], step_state)
+        steps.append(out)
+    torch.testing.assert_close(torch.cat(steps, 1), whole)
+    assert len(state) == 3  # the LSTM's (h, c) and the tracker's h
+    with pytest.raises(UserError, match=r"model.still_reads: expected one of state, actions, "
+                                        r"got 'frames'"):
+        make_model(still=True, still_reads="frames")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from world_models.errors import UserError
 
 PROTOCOLS = ("bptt", "per_step")
+STILL_READS = ("state", "actions")  # the core's state, or warps.StillTracker
 # The settings the model takes from elsewhere in the run config; the others are model.*.
 FROM_RUN = ("frame_shape", "protocol", "input_noise", "scheduled_sampling", "open_loop")
 
@@ -43,6 +44,7 @@ class ModelSettings:
     still_lr_scale: float = 1.0
     still_grid: int = 1
     still_floor: float = 0.0
+    still_reads: str = "state"
     latent: str = "none"
     latent_size: int = 16
     kl_weight: float = 1e-5
@@ -148,6 +150,9 @@ def check_parts(s: ModelSettings) -> None:
                         f"{list(s.frame_shape[1:])} (data.resolution), got {s.still_grid}")
     if not 0 <= s.still_floor < 1:
         raise UserError(f"model.still_floor: expected 0 <= floor < 1, got {s.still_floor}")
+    if s.still_reads not in STILL_READS:
+        raise UserError(f"model.still_reads: expected one of {', '.join(STILL_READS)}, "
+                        f"got '{s.still_reads}'")
     if s.feedback not in FEEDBACK:
         raise UserError(f"model.feedback: expected one of {', '.join(FEEDBACK)}, "
                         f"got '{s.feedback}'")

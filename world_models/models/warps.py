@@ -216,6 +216,31 @@ class StillGate(nn.Module):
         return frames + moving * (picture - frames)
 
 
+class StillTracker(nn.Module):
+    """What the still gate reads with ``model.still_reads=actions``: a small GRU fed the
+    encoded input frame while it is a true one, and every action and the own-steps features
+    (models/sampling.py). On the model's own pictures the frame is masked out, so the gate
+    cannot read a stale rollout, which changes little, as a standing car and close further (a
+    loop: measured, the core-fed gate shut on moving scenes in some seeds' rollouts); how far
+    the car moves must come from the actions since the last true frame. Its state is the last
+    element of the model's state tuple."""
+
+    SIZE = 32
+
+    def __init__(self, frame_features: int, action_size: int, clock_inputs: int) -> None:
+        super().__init__()
+        self.frame_features = frame_features
+        self.gru = nn.GRU(frame_features + action_size + clock_inputs, self.SIZE,
+                          batch_first=True)
+
+    def forward(self, encoded: Tensor, actions: Tensor, clock: Tensor,
+                state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """encoded [B, T, F], actions [B, T, A], clock [B, T, C] (its first feature 1 on the
+        model's own pictures), state [1, B, SIZE] or None -> [B, T, SIZE], the next state."""
+        true = 1.0 - clock[..., :1]  # [B, T, 1]
+        return self.gru(torch.cat([encoded * true, actions, clock], -1), state)
+
+
 class InwardBound(torch.autograd.Function):
     """x clamped to [-bound, bound]; its gradient passes unchanged, except where x is beyond the
     bound and descent would take it further out. A logit pushed past the bound stays near it

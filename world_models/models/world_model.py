@@ -26,7 +26,14 @@ from world_models.models.sampling import (
     with_decay_steps,
 )
 from world_models.models.scheduled import scheduled_rollout
-from world_models.models.warps import Fade, KeepGate, StillGate, build_warp, gate_param_groups
+from world_models.models.warps import (
+    Fade,
+    KeepGate,
+    StillGate,
+    StillTracker,
+    build_warp,
+    gate_param_groups,
+)
 
 
 class NonFiniteLossError(UserError):
@@ -51,13 +58,17 @@ class WorldModel(L.LightningModule):
         extra = OWN_STEP_FEATURES if s.own_steps_input else 0
         self.core = build_core(s.core, self.encoder.output_size + s.action_size + extra,
                                s.hidden_size)
+        # what the still gate reads: the core's state, or a tracker of the actions (warps.py)
+        self.tracker = (StillTracker(self.encoder.output_size, s.action_size, OWN_STEP_FEATURES)
+                        if s.still and s.still_reads == "actions" else None)
         # rollouts (sampling.unroll) pass own_steps to a model that says it reads them
-        self.counts_own_steps = s.own_steps_input or s.fade
+        self.counts_own_steps = s.own_steps_input or s.fade or self.tracker is not None
         self.warp = build_warp(s.warp, self.frame_shape, s.hidden_size)
         self.gate = KeepGate(self.frame_shape, s.hidden_size, s.fill) if s.gate else None
         self.fade = (Fade(self.frame_shape, s.hidden_size, OWN_STEP_FEATURES,
                           learn_frame=s.fade_frame == "learned") if s.fade else None)
-        self.still = (StillGate(s.hidden_size, self.frame_shape, s.still_grid, s.still_floor)
+        still_inputs = s.hidden_size if self.tracker is None else StillTracker.SIZE
+        self.still = (StillGate(still_inputs, self.frame_shape, s.still_grid, s.still_floor)
                       if s.still else None)
         self.latent = (GaussianLatent(s.hidden_size, self.encoder.output_size, s.latent_size)
                        if s.latent == "gaussian" else None)  # models/latent.py
@@ -91,13 +102,22 @@ class WorldModel(L.LightningModule):
         return own_steps_features(own_steps, actions) if self.counts_own_steps else None
 
     def advance(self, frames, actions, state, clock, targets=None, noise=None, gates=None):
-        """The first half of forward: the features [B, T, hidden] paint reads, and the state."""
+        """The first half of forward: the features [B, T, hidden] paint reads, and the state.
+        With a still tracker, its output [B, T, StillTracker.SIZE] follows the core's features
+        in the last dimension, and its state follows the core's in the state tuple."""
         core_inputs = self._core_inputs(frames, actions, clock)
+        tracker_state = None
+        if state is not None and self.tracker is not None:
+            state, tracker_state = state[:-1], state[-1]
         features, state = (self.core(core_inputs, state) if gates is None
                            else gates.run(self.core, core_inputs, state))
         if self.latent is not None:
             encoded = None if targets is None else self.encoder(targets)  # [B, T, F]
             features = self.latent(features, encoded, noise)
+        if self.tracker is not None:
+            encoded = core_inputs[..., : self.tracker.frame_features]  # the encoder's part
+            tracked, tracker_state = self.tracker(encoded, actions, clock, tracker_state)
+            features, state = torch.cat([features, tracked], -1), (*state, tracker_state)
         return features, state
 
     # model.compile compiles these two halves of a step; the core (nn.LSTM's fused kernel) and
@@ -110,6 +130,7 @@ class WorldModel(L.LightningModule):
     def paint(self, features, frames, clock):  # features [B, T, hidden]
         """The second half of forward: the next frames [B, T, 3, H, W] from the features and
         the frames [B, T, 3, H, W] the model was given."""
+        features, still_inputs = self.still_inputs(features)
         next_frames = self.decoder(features)  # [B, T, 3, H, W]
         # The change is added to the frame the model was given (noisy, in training), warped.
         if self.warp is not None or self.hparams.residual:
@@ -120,8 +141,16 @@ class WorldModel(L.LightningModule):
         if self.fade is not None:
             next_frames = self.fade(features, clock, next_frames)
         if self.still is not None:
-            next_frames = self.still(features, frames, next_frames)
+            next_frames = self.still(still_inputs, frames, next_frames)
         return next_frames
+
+    def still_inputs(self, features) -> tuple[torch.Tensor, torch.Tensor]:
+        """advance's features split into the core's (what the heads read) and what the still
+        gate reads: the core's too, or the still tracker's output that follows them."""
+        if self.tracker is None:
+            return features, features
+        size = self.hparams.hidden_size
+        return features[..., :size], features[..., size:]
 
     def window_loss(self, batch) -> torch.Tensor:
         """MSE of the predictions of frames 1..L-1 of each window, from frames 0..L-2."""
@@ -270,7 +299,7 @@ class WorldModel(L.LightningModule):
         self.log("val/loss", F.mse_loss(predictions, batch["frames"][:, 1:]), prog_bar=True,
                  sync_dist=True, batch_size=len(predictions))
         if self.still is not None:  # how open the still gate is: val/still_open
-            self._still_open.append(self.still.opening(features).mean())
+            self._still_open.append(self.still.opening(self.still_inputs(features)[1]).mean())
 
     def on_validation_epoch_start(self) -> None:
         self._still_open = []
