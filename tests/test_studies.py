@@ -85,6 +85,22 @@ def test_goals_from_the_runs_files(tmp_path):
     assert (tmp_path / "out" / "figures" / "open_loop_per_step.png").is_file()
 
 
+def test_goals_of_several_seeds_say_how_many_meet_them_one_by_one(tmp_path):
+    """The verdict is the mean's; a seed that misses is named beside it, even where the mean
+    over seeds meets the goal."""
+    def half(t):  # half the better baseline's MSE
+        return 0.5 * min(0.02 * t / STEPS, 0.01)
+
+    good = [fake_run(tmp_path / f"seed{k}", 1.5e-4, half) for k in (0, 1)]
+    # Worse than the mean frame (0.01) at steps 140-150 alone; the mean of three is not.
+    late = fake_run(tmp_path / "seed2", 1.5e-4, lambda t: 0.0105 if t >= 140 else half(t))
+    goal1, goal2, goal3 = studies.verdicts([*good, late]).values()
+    assert goal1 == (True, "every step 1-150; seed by seed: 2 of 3, not seed2")
+    assert goal2[0] and goal2[1].endswith("seed by seed: 2 of 3, not seed2")
+    assert goal3 == (True, "0.150x; seed by seed: 3 of 3")
+    assert studies.verdicts([late])["1. AR MSE <= both baselines"][0] is False
+
+
 def test_a_study_on_the_defaults_says_so_in_words(tmp_path):
     good = fake_run(tmp_path / "good", 1.5e-4, lambda t: 0.005)
     study = {**studies.load_study("fade"), "train": [], "variants": {"plain": [], "x": ["a=1"]}}
