@@ -1,7 +1,8 @@
 """The world model: (frame_t, action_t) -> frame_{t+1}, around a swappable sequence core.
 
 forward = advance (encode the frame, step the core) + paint (decode, warp, fade, still gate);
-the options are models/hparams.py's, the training rollouts models/sampling.py's and scheduled.py's.
+the options are models/hparams.py's, the training rollouts models/sampling.py's and scheduled.py's,
+the training's random draws models/seeded.py's.
 """
 
 from contextlib import ExitStack
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
 from world_models.errors import UserError
+from world_models.models import warps
 from world_models.models.cores import build_core
 from world_models.models.frames import build_frame_codec
 from world_models.models.hparams import ModelSettings
@@ -26,21 +28,14 @@ from world_models.models.sampling import (
     with_decay_steps,
 )
 from world_models.models.scheduled import scheduled_rollout
-from world_models.models.warps import (
-    Fade,
-    KeepGate,
-    StillGate,
-    StillTracker,
-    build_warp,
-    gate_param_groups,
-)
+from world_models.models.seeded import OwnGenerator
 
 
 class NonFiniteLossError(UserError):
     """Training diverged; the message names the step."""
 
 
-class WorldModel(L.LightningModule):
+class WorldModel(OwnGenerator, L.LightningModule):
     def __init__(self, settings: ModelSettings | None = None, **values):
         """The model `settings` describes (models/hparams.py), or ModelSettings(**values): the
         keywords are its fields, as a checkpoint stores them."""
@@ -59,16 +54,17 @@ class WorldModel(L.LightningModule):
         self.core = build_core(s.core, self.encoder.output_size + s.action_size + extra,
                                s.hidden_size)
         # what the still gate reads: the core's state, or a tracker of the actions (warps.py)
-        self.tracker = (StillTracker(self.encoder.output_size, s.action_size, OWN_STEP_FEATURES)
-                        if s.still and s.still_reads == "actions" else None)
+        tracks = s.still and s.still_reads == "actions"
+        self.tracker = (warps.StillTracker(self.encoder.output_size, s.action_size,
+                                           OWN_STEP_FEATURES) if tracks else None)
         # rollouts (sampling.unroll) pass own_steps to a model that says it reads them
         self.counts_own_steps = s.own_steps_input or s.fade or self.tracker is not None
-        self.warp = build_warp(s.warp, self.frame_shape, s.hidden_size)
-        self.gate = KeepGate(self.frame_shape, s.hidden_size, s.fill) if s.gate else None
-        self.fade = (Fade(self.frame_shape, s.hidden_size, OWN_STEP_FEATURES,
-                          learn_frame=s.fade_frame == "learned") if s.fade else None)
-        still_inputs = s.hidden_size if self.tracker is None else StillTracker.SIZE
-        self.still = (StillGate(still_inputs, self.frame_shape, s.still_grid, s.still_floor)
+        self.warp = warps.build_warp(s.warp, self.frame_shape, s.hidden_size)
+        self.gate = warps.KeepGate(self.frame_shape, s.hidden_size, s.fill) if s.gate else None
+        self.fade = (warps.Fade(self.frame_shape, s.hidden_size, OWN_STEP_FEATURES,
+                                learn_frame=s.fade_frame == "learned") if s.fade else None)
+        still_inputs = s.hidden_size if self.tracker is None else warps.StillTracker.SIZE
+        self.still = (warps.StillGate(still_inputs, self.frame_shape, s.still_grid, s.still_floor)
                       if s.still else None)
         self.latent = (GaussianLatent(s.hidden_size, self.encoder.output_size, s.latent_size)
                        if s.latent == "gaussian" else None)  # models/latent.py
@@ -76,7 +72,6 @@ class WorldModel(L.LightningModule):
             self.decoder.zero_output_()          # frame
         # per_step reproduces the course's loop: an optimizer step after every time step.
         self.automatic_optimization = s.protocol == "bptt"
-        self._rng, self._rng_state = None, None  # see training_generator()
         self._schedule = None  # see scheduled_sampling()
         self._still_open = []  # see on_validation_epoch_end()
         self._charges_trust = self.fade is not None and s.fade_penalty > 0  # see fade_loss()
@@ -171,32 +166,6 @@ class WorldModel(L.LightningModule):
         return objective(next_frames_pred, next_frames, h.l1_weight, h.get("ssim_weight", 0.0),
                          h.get("log_mse_weight", 0.0), self.global_step % SSIM_STRIDE)
 
-    def noisy(self, frames) -> torch.Tensor:
-        """Input frames with train.input_noise Gaussian noise (training inputs only)."""
-        sigma = self.hparams.input_noise
-        if not sigma:
-            return frames
-        noise = torch.randn(frames.shape, generator=self.training_generator())
-        return frames + sigma * noise.to(frames.device)
-
-    def training_generator(self) -> torch.Generator:
-        """The CPU generator of input noise and scheduled sampling's draws. It is the model's
-        own, seeded from the run's seed and the process's rank, and checkpoints keep its state:
-        a resumed run draws what an uninterrupted one would have (data loaders draw from the
-        global generator at moments a resume changes)."""
-        if self._rng is None:
-            self._rng = torch.Generator().manual_seed(torch.initial_seed() + self.global_rank)
-            if self._rng_state is not None:
-                self._rng.set_state(self._rng_state)
-        return self._rng
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self._rng is not None:
-            checkpoint["training_generator"] = self._rng.get_state()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._rng, self._rng_state = None, checkpoint.get("training_generator")
-
     def training_step(self, batch, batch_idx):
         if self.hparams.protocol == "per_step":
             loss = self._per_step_update(batch)
@@ -263,7 +232,7 @@ class WorldModel(L.LightningModule):
 
     def fade_loss(self, trust, batch_size: int) -> torch.Tensor:
         """model.fade_penalty x the fade's mean trust over its own-prediction steps (or 0)."""
-        mean = Fade.mean_trust(trust)
+        mean = warps.Fade.mean_trust(trust)
         if mean is None:  # teacher forcing: no own-prediction steps
             return torch.zeros((), device=self.device)
         self.log("train/fade_trust", mean, on_step=True, on_epoch=True, batch_size=batch_size)
@@ -311,7 +280,7 @@ class WorldModel(L.LightningModule):
             return
         opening = torch.stack(self._still_open).mean()
         self.log("val/still_open", opening, sync_dist=True)
-        if opening < StillGate.SHUT and not self.trainer.sanity_checking:
+        if opening < warps.StillGate.SHUT and not self.trainer.sanity_checking:
             rank_zero_warn(
                 f"epoch {self.current_epoch}: the still gate has shut (val/still_open "
                 f"{opening.item():.2g}): the model is passing its input frames on. It can reopen "
@@ -324,6 +293,6 @@ class WorldModel(L.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        groups = gate_param_groups(self, h.lr, h.get("fade_lr_scale", 1.0),
+        groups = warps.gate_param_groups(self, h.lr, h.get("fade_lr_scale", 1.0),
                                    h.get("still_lr_scale", 1.0))
         return torch.optim.Adam(groups, lr=self.hparams.lr)
