@@ -9,6 +9,7 @@ import torch
 from world_models.models.cores import CORES
 from world_models.models.latent import mean_kl
 from world_models.models.scheduled import (
+    PackedAffine,
     scheduled_rollout,
     sees_true,
     stepwise_scheduled_rollout,
@@ -162,6 +163,21 @@ def test_pass_one_records_no_kl():
                           noise=generator)
     assert [kl.shape for kl in kl_terms] == [actions.shape[:2]]
     assert kl_terms[0].requires_grad
+
+
+def test_pass_one_packs_the_input_weight_to_the_same_products():
+    """Pass 1's input gates from a weight packed once (oneDNN, on the CPU) equal the plain
+    product, for the rows it was packed for and others; under autocast it is not packed."""
+    g = torch.Generator().manual_seed(2)
+    weight, bias = torch.randn(64, 200, generator=g), torch.randn(64, generator=g)
+    affine = PackedAffine(weight, bias, rows=5)
+    if torch.backends.mkldnn.is_available():
+        assert affine.packed is not None
+    for shape in ((5, 1, 200), (5, 3, 200), (2, 200)):
+        x = torch.randn(*shape, generator=g)
+        torch.testing.assert_close(affine(x), x @ weight.T + bias, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert PackedAffine(weight, bias, rows=5).packed is None
 
 
 @pytest.mark.slow  # compiling takes up to ~30 s of CPU here
