@@ -17,7 +17,8 @@ seeded random uint8 windows held in memory, so only the model is timed:
 
 Frames/s = batch x predicted frames per window per step, from the median CPU time of this
 thread per step (other processes on a shared machine do not count), one thread; the steps of
-each pair are interleaved so the two see the same machine.
+each pair are interleaved so the two see the same machine. The process keeps the memory it
+frees, as train.py's does (world_models/allocator.py).
 """
 
 import os
@@ -33,6 +34,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from world_models.allocator import keep_freed_memory  # noqa: E402
 from world_models.data.windows import float_batch  # noqa: E402
 from world_models.models.sampling import (  # noqa: E402
     true_frame_probability,
@@ -146,6 +148,7 @@ def flow_ss_scheduled_sampling() -> dict[str, float]:
 
 def main() -> dict[str, float]:
     torch.set_num_threads(1)
+    keep_freed_memory()  # as train.py
     print(f"bench_sampling: torch {torch.__version__}, 1 thread, batch {BATCH}, CPU time, "
           f"load average {os.getloadavg()[0]:.1f}")
     default = default_model_open_loop()
