@@ -156,7 +156,7 @@ class PackedAffine:
             try:  # a private op: a torch that has changed it takes the plain product
                 self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, rows)
             except (AttributeError, RuntimeError):
-                self.packed = None
+                pass
 
     def __call__(self, x: Tensor) -> Tensor:  # x [..., I] -> [..., out]
         if self.packed is None or x.dtype != torch.float32:
